@@ -1,0 +1,11 @@
+from django.urls import path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from dojo.api_v2.views import CeleryQueuePurgeView, CeleryStatusView
+
+urlpatterns = [
+    path("celery/status/", CeleryStatusView.as_view(), name="celery_status"),
+    path("celery/queue/purge/", CeleryQueuePurgeView.as_view(), name="celery_queue_purge"),
+    path("oa3/schema/", SpectacularAPIView.as_view(), name="schema_oa3"),
+    path("oa3/swagger-ui/", SpectacularSwaggerView.as_view(url_name="schema_oa3"), name="swagger-ui_oa3"),
+]

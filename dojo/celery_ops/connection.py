@@ -1,0 +1,97 @@
+"""Bounded broker connections for the web process, and masking of broker URLs."""
+
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from django.conf import settings
+from kombu import Connection
+from kombu.exceptions import OperationalError
+
+MASK = "****"
+# Query parameters that carry credentials in some transports' URLs.
+SECRET_QUERY_KEY = re.compile(r"pass|secret|token|key|credential", re.IGNORECASE)
+
+
+class BrokerUnavailable(Exception):
+    """The broker did not answer within the time bound, refused, or failed."""
+
+
+def mask_url(url: str) -> str:
+    """Return `url` with any password (userinfo or query parameter) replaced by ``****``.
+
+    Handles kombu's failover lists (``url1;url2``).
+    """
+    return ";".join(_mask_one(part) for part in url.split(";"))
+
+
+def _mask_one(url: str) -> str:
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return MASK  # unparseable: show nothing rather than risk a secret
+    netloc = parts.netloc
+    if password:
+        userinfo, _, hostinfo = netloc.rpartition("@")
+        user = userinfo.split(":", 1)[0]
+        netloc = f"{user}:{MASK}@{hostinfo}"
+    query = parts.query
+    if query:
+        pairs = parse_qsl(query, keep_blank_values=True)
+        query = urlencode([(k, MASK if SECRET_QUERY_KEY.search(k) else v) for k, v in pairs], safe="*")
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def redact(text: str) -> str:
+    """Remove the broker password from `text` (an exception message, say)."""
+    for part in settings.CELERY_BROKER_URL.split(";"):
+        try:
+            password = urlsplit(part).password
+        except ValueError:
+            continue
+        if password:
+            text = text.replace(password, MASK)
+    return text
+
+
+def broker_timeout() -> float:
+    return float(settings.CELERY_BROKER_TIMEOUT)
+
+
+def _bounded_transport_options(url: str, timeout: float) -> dict:
+    """Transport options that put a time bound on connecting, reading and retrying.
+
+    Library defaults retry forever or wait on sockets with no timeout (see design.md).
+    """
+    if url.startswith(("amqp", "pyamqp")):
+        sockets = {"read_timeout": timeout, "write_timeout": timeout}
+    else:
+        sockets = {"socket_connect_timeout": timeout, "socket_timeout": timeout}
+    # max_retries/interval_start bound kombu's own retry loop around the default channel.
+    return {**settings.CELERY_BROKER_TRANSPORT_OPTIONS, **sockets, "max_retries": 1, "interval_start": 0}
+
+
+@contextmanager
+def broker_connection(timeout: float | None = None) -> Iterator[Connection]:
+    """Yield a connected kombu Connection whose every call is bounded by `timeout`.
+
+    Any broker failure inside the block is raised as BrokerUnavailable, with the
+    password removed from the message.
+    """
+    timeout = broker_timeout() if timeout is None else timeout
+    url = settings.CELERY_BROKER_URL
+    options = _bounded_transport_options(url, timeout)
+    conn = Connection(url, connect_timeout=timeout, transport_options=options)
+    errors = (OSError, OperationalError, *conn.connection_errors)
+    try:
+        conn.ensure_connection(max_retries=0, timeout=timeout)
+        yield conn
+    except errors as exc:
+        raise BrokerUnavailable(redact(f"{type(exc).__name__}: {exc}")) from exc
+    finally:
+        try:
+            conn.release()
+        except errors:
+            pass  # the broker is gone; nothing to close cleanly

@@ -1,0 +1,61 @@
+"""Queue depth and purge, read and done without side effects on the broker."""
+
+from dataclasses import dataclass
+
+from django.conf import settings
+from kombu import Connection
+from kombu.exceptions import ChannelError
+
+from dojo.celery_ops.connection import broker_connection
+
+
+class UnknownQueue(ValueError):
+    """The queue name is not one of the configured queues."""
+
+
+@dataclass(frozen=True)
+class PurgeResult:
+    queue: str
+    purged: int
+
+
+def configured_queues() -> list[str]:
+    """Names of the configured queues, the default queue first."""
+    default = settings.CELERY_TASK_DEFAULT_QUEUE
+    names = [default, *(settings.CELERY_TASK_QUEUES or {})]
+    return list(dict.fromkeys(names))
+
+
+def default_queue() -> str:
+    return settings.CELERY_TASK_DEFAULT_QUEUE
+
+
+def queue_depth(conn: Connection, name: str) -> int:
+    """Ready messages in queue `name`, every Redis priority sub-queue included.
+
+    A passive declare looks without creating anything; an absent queue (which on
+    Redis is simply an empty one) raises NOT_FOUND and counts as 0. Messages a worker
+    has prefetched are not ready and are not counted.
+    """
+    with conn.channel() as channel:  # a ChannelError closes the channel on AMQP
+        try:
+            return channel.queue_declare(queue=name, passive=True).message_count
+        except ChannelError:
+            return 0
+
+
+def purge_queue(name: str | None = None) -> PurgeResult:
+    """Remove every ready message from the configured queue `name` (default queue if None).
+
+    Raises UnknownQueue for a name that is not configured (nothing is touched) and
+    BrokerUnavailable when the broker does not answer in time.
+    """
+    name = name or default_queue()
+    if name not in configured_queues():
+        raise UnknownQueue(name)
+    with broker_connection() as conn, conn.channel() as channel:
+        try:
+            purged = channel.queue_purge(name)
+        except ChannelError:  # absent queue: nothing to purge
+            purged = 0
+    return PurgeResult(queue=name, purged=purged or 0)

@@ -1,0 +1,36 @@
+from django.db import models
+
+
+class SystemSettings(models.Model):
+    """Project-wide settings editable on the System Settings page; a single row (pk=1)."""
+
+    instance_name = models.CharField(max_length=100, default="dojo", help_text="Shown in the page title and header.")
+    contact_email = models.EmailField(
+        blank=True, help_text="Whom operators should contact about this instance; shown in the footer."
+    )
+    allow_queue_purge = models.BooleanField(
+        default=True, help_text="Allow superusers to purge Celery queues from the page and the API."
+    )
+    status_refresh_seconds = models.PositiveIntegerField(
+        default=0,
+        help_text="Reload the Celery status on the System Settings page every this many seconds; 0 = only on demand.",
+    )
+
+    class Meta:
+        verbose_name = "system settings"
+        verbose_name_plural = "system settings"
+
+    def __str__(self) -> str:
+        return "System settings"
+
+    def save(self, *args, **kwargs) -> None:
+        self.pk = 1
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        raise ValueError("The system settings row cannot be deleted.")
+
+    @classmethod
+    def load(cls) -> "SystemSettings":
+        obj, _created = cls.objects.get_or_create(pk=1)
+        return obj

@@ -1,0 +1,180 @@
+# Every knob of the project is a DD_ environment variable declared once below,
+# with its cast, its default and what it does. Local overrides go in
+# dojo/settings/local_settings.py (optional, not committed).
+import json
+from pathlib import Path
+
+import environ
+
+BASE_DIR = Path(__file__).resolve().parent.parent.parent
+VAR_DIR = BASE_DIR / "var"
+
+env = environ.Env(
+    # Django's signing key; the default is for development only.
+    DD_SECRET_KEY=(str, "dev-only-insecure-key-change-me"),
+    # Debug pages and static serving by runserver; never on in production.
+    DD_DEBUG=(bool, False),
+    # Host names the web server answers to (comma separated).
+    DD_ALLOWED_HOSTS=(list, ["localhost", "127.0.0.1", "[::1]"]),
+    # Database URL; the default is a SQLite file under var/.
+    DD_DATABASE_URL=(str, f"sqlite:///{VAR_DIR / 'dojo.sqlite3'}"),
+    # Time zone for the pages and Celery beat.
+    DD_TIME_ZONE=(str, "UTC"),
+    # Where collectstatic puts files for the production web server.
+    DD_STATIC_ROOT=(str, str(BASE_DIR / "staticfiles")),
+    # Celery broker URL; the default is kombu's filesystem transport under var/.
+    DD_CELERY_BROKER_URL=(str, "filesystem://"),
+    # Broker transport options as JSON (Redis priority steps, key prefix, ...).
+    DD_CELERY_BROKER_TRANSPORT_OPTIONS=(str, "{}"),
+    # Celery result backend; django-db stores results in the project's database.
+    DD_CELERY_RESULT_BACKEND=(str, "django-db"),
+    # The queues workers consume and the API may purge; the first is the default queue.
+    DD_CELERY_QUEUES=(list, ["celery"]),
+    # Seconds before a running task is killed; 0 turns the limit off.
+    DD_CELERY_TASK_TIME_LIMIT=(int, 43200),
+    # Seconds before a running task gets SoftTimeLimitExceeded; 0 turns it off.
+    DD_CELERY_TASK_SOFT_TIME_LIMIT=(int, 0),
+    # Seconds after publishing that a task expires unless it sets its own; 0 = never.
+    DD_CELERY_TASK_DEFAULT_EXPIRES=(int, 43200),
+    # The most seconds any broker call made by the web process may take.
+    DD_CELERY_BROKER_TIMEOUT=(float, 2.0),
+    # Seconds between runs of the broker clean-up task scheduled by beat.
+    DD_CELERY_PRUNE_BROKER_INTERVAL=(int, 300),
+)
+
+# --- Django core ---------------------------------------------------------
+SECRET_KEY = env("DD_SECRET_KEY")
+DEBUG = env("DD_DEBUG")
+ALLOWED_HOSTS = env("DD_ALLOWED_HOSTS")
+DATABASES = {"default": env.db_url_config(env("DD_DATABASE_URL"))}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+TIME_ZONE = env("DD_TIME_ZONE")
+USE_TZ = True
+LANGUAGE_CODE = "en-us"
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "django_celery_results",
+    "dojo",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "dojo.urls"
+WSGI_APPLICATION = "dojo.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "dojo.context_processors.system_settings",
+            ],
+        },
+    },
+]
+
+STATIC_URL = "static/"
+STATIC_ROOT = env("DD_STATIC_ROOT")
+
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "system_settings"
+LOGOUT_REDIRECT_URL = "login"
+
+# --- REST API ------------------------------------------------------------
+# Token first, so an anonymous request gets 401 with a WWW-Authenticate header.
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["dojo.api_v2.permissions.IsSuperUser"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "dojo API",
+    "DESCRIPTION": "Celery operations: status of workers and broker, queue purge.",
+    "VERSION": "2.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SCHEMA_PATH_PREFIX": r"/api/v2",
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
+}
+
+# --- Celery --------------------------------------------------------------
+# Read by dojo/celery.py (namespace CELERY_) and, at call time, by dojo/celery_ops.
+CELERY_BROKER_URL = env("DD_CELERY_BROKER_URL")
+CELERY_BROKER_TRANSPORT_OPTIONS = json.loads(env("DD_CELERY_BROKER_TRANSPORT_OPTIONS"))
+if CELERY_BROKER_URL.startswith("filesystem://"):
+    # The embedded broker: producers, workers and the web process share these folders.
+    _broker_dir = VAR_DIR / "broker"
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(_broker_dir / "data"),
+        "data_folder_out": str(_broker_dir / "data"),
+        "control_folder": str(_broker_dir / "control"),
+        "processed_folder": str(_broker_dir / "processed"),
+        "store_processed": False,
+        "polling_interval": 0.1,
+        **CELERY_BROKER_TRANSPORT_OPTIONS,
+    }
+    for _key in ("data_folder_in", "data_folder_out", "control_folder", "processed_folder"):
+        Path(CELERY_BROKER_TRANSPORT_OPTIONS[_key]).mkdir(parents=True, exist_ok=True)
+CELERY_RESULT_BACKEND = env("DD_CELERY_RESULT_BACKEND")
+CELERY_RESULT_EXTENDED = True
+CELERY_TASK_TRACK_STARTED = True
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_TIMEZONE = TIME_ZONE
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Queues: the first name is the default queue; each gets its own direct exchange.
+CELERY_QUEUE_NAMES = env("DD_CELERY_QUEUES")
+CELERY_TASK_DEFAULT_QUEUE = CELERY_QUEUE_NAMES[0]
+CELERY_TASK_QUEUES = {name: {"exchange": name, "routing_key": name} for name in CELERY_QUEUE_NAMES}
+# Limits: 0 in the environment means off (None for Celery).
+CELERY_TASK_TIME_LIMIT = env("DD_CELERY_TASK_TIME_LIMIT") or None
+CELERY_TASK_SOFT_TIME_LIMIT = env("DD_CELERY_TASK_SOFT_TIME_LIMIT") or None
+# Not a Celery setting: applied to every published task by dojo.celery.apply_default_expires.
+CELERY_TASK_DEFAULT_EXPIRES = env("DD_CELERY_TASK_DEFAULT_EXPIRES") or None
+# Not a Celery setting: the bound on every broker call made by the web process.
+CELERY_BROKER_TIMEOUT = env("DD_CELERY_BROKER_TIMEOUT")
+CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
+CELERY_BEAT_SCHEDULE = {
+    "prune-broker-files": {
+        "task": "dojo.tasks.prune_broker_files",
+        "schedule": env("DD_CELERY_PRUNE_BROKER_INTERVAL"),
+    },
+}
+
+# --- Logging -------------------------------------------------------------
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "root": {"handlers": ["console"], "level": "INFO"},
+}

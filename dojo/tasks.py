@@ -1,0 +1,55 @@
+"""The project's own Celery tasks."""
+
+import time
+from pathlib import Path
+
+from celery import shared_task
+from celery.exceptions import SoftTimeLimitExceeded
+from django.conf import settings
+
+
+@shared_task(name="dojo.tasks.add")
+def add(x: int, y: int) -> int:
+    """Add two numbers: the smallest round trip through broker, worker and result backend."""
+    return x + y
+
+
+@shared_task(name="dojo.tasks.sleep")
+def sleep(seconds: float) -> dict:
+    """Sleep for `seconds`; report whether the soft time limit interrupted the sleep.
+
+    Used to check that the configured time limits take effect on a real worker:
+    past the soft limit this returns early, past the hard limit the worker kills it.
+    """
+    started = time.monotonic()
+    try:
+        time.sleep(seconds)
+    except SoftTimeLimitExceeded:
+        return {"slept": round(time.monotonic() - started, 2), "soft_time_limit_exceeded": True}
+    return {"slept": round(time.monotonic() - started, 2), "soft_time_limit_exceeded": False}
+
+
+@shared_task(name="dojo.tasks.prune_broker_files")
+def prune_broker_files(max_age_seconds: int = 600) -> int:
+    """Remove stale control messages left behind by the embedded filesystem broker.
+
+    The filesystem transport never deletes replies nobody read (a ping answered after
+    its caller stopped waiting) nor broadcasts to a worker that is gone, so they pile up.
+    Only pidbox (remote control) messages older than `max_age_seconds` are removed;
+    task messages are never touched. Returns how many files were removed; 0 on other brokers.
+    """
+    if not settings.CELERY_BROKER_URL.startswith("filesystem://"):
+        return 0
+    options = settings.CELERY_BROKER_TRANSPORT_OPTIONS
+    folders = {Path(options["data_folder_in"]), Path(options["data_folder_out"])}
+    cutoff = time.time() - max_age_seconds
+    removed = 0
+    for folder in folders:
+        for path in folder.glob("*.pidbox.msg"):
+            try:
+                if path.stat().st_mtime < cutoff:
+                    path.unlink()
+                    removed += 1
+            except FileNotFoundError:
+                continue  # consumed meanwhile
+    return removed

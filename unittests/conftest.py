@@ -1,0 +1,250 @@
+"""Fixtures that start real services: a private redis-server, the embedded filesystem broker,
+and real `celery -A dojo worker` processes. Each is stopped when its test is done.
+
+In CI (CI=true) a missing redis-server or browser fails the run instead of skipping.
+"""
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from celery import Celery
+from django.contrib.auth.models import User
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
+
+ROOT = Path(__file__).resolve().parent.parent
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def require(tool: str) -> str:
+    """Path of `tool`; skips the test when it is missing, fails in CI."""
+    path = shutil.which(tool)
+    if path is None:
+        message = f"{tool} is not installed"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise TimeoutError(f"timed out waiting for {what}")
+
+
+def stop_process(proc: subprocess.Popen, grace: float = 10) -> None:
+    if proc.poll() is not None:
+        return
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+@dataclass
+class RedisServer:
+    port: int
+    proc: subprocess.Popen
+
+    def url(self, db: int) -> str:
+        return f"redis://127.0.0.1:{self.port}/{db}"
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory) -> Iterator[RedisServer]:
+    binary = require("redis-server")
+    port = free_port()
+    workdir = tmp_path_factory.mktemp("redis")
+    proc = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(workdir)],
+        stdout=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+    def answers() -> bool:
+        with socket.socket() as sock:
+            return sock.connect_ex(("127.0.0.1", port)) == 0
+
+    wait_for(answers, 10, "redis-server")
+    yield RedisServer(port, proc)
+    stop_process(proc)
+
+
+@dataclass
+class Broker:
+    """One broker as seen by the web process (Django settings) and by workers (DD_ env)."""
+
+    kind: str
+    url: str
+    transport_options: dict = field(default_factory=dict)
+    result_backend: str = ""
+    workers: list[subprocess.Popen] = field(default_factory=list)
+    tmp: Path = ROOT / "var"
+
+    def env(self, **overrides: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("DD_")}
+        env.update(
+            DD_CELERY_BROKER_URL=self.url,
+            DD_CELERY_BROKER_TRANSPORT_OPTIONS=json.dumps(self.transport_options),
+            DD_CELERY_RESULT_BACKEND=self.result_backend,
+            DD_DATABASE_URL=f"sqlite:///{self.tmp / 'worker.sqlite3'}",
+            PYTHONPATH=str(ROOT),
+        )
+        env.update(overrides)
+        return env
+
+    def client(self) -> Celery:
+        """A Celery app for the test itself: publishes to this broker and reads results."""
+        return Celery(
+            "test-client",
+            broker=self.url,
+            backend=self.result_backend,
+            broker_transport_options=self.transport_options,
+            task_default_queue="celery",
+        )
+
+    def start_worker(self, name: str, queues: str = "celery", **env: str) -> str:
+        """Start `celery -A dojo worker` and wait until it answers a ping; returns its name."""
+        hostname = f"{name}@{socket.gethostname()}"
+        log = open(self.tmp / f"{name}.log", "w")  # noqa: SIM115 - closed with the process
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "dojo",
+                "worker",
+                "-n",
+                hostname,
+                "-Q",
+                queues,
+                "-c",
+                "2",
+                "-P",
+                "prefork",
+                "-l",
+                "info",
+                "--without-mingle",
+                "--without-gossip",
+            ],
+            cwd=ROOT,
+            env=self.env(**env),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.workers.append(proc)
+        client = self.client()
+
+        def answers() -> bool:
+            if proc.poll() is not None:
+                raise RuntimeError(f"worker {name} exited: {(self.tmp / f'{name}.log').read_text()[-2000:]}")
+            return bool(client.control.ping(destination=[hostname], timeout=1))
+
+        wait_for(answers, 60, f"worker {hostname}")
+        return hostname
+
+    def stop_workers(self) -> None:
+        for proc in self.workers:
+            stop_process(proc)
+        self.workers.clear()
+
+
+def redis_broker(redis_server: RedisServer, tmp_path: Path) -> Broker:
+    import redis
+
+    redis.Redis(port=redis_server.port).flushall()
+    return Broker(
+        kind="redis",
+        url=redis_server.url(0),
+        transport_options={"priority_steps": [0, 3, 6, 9]},
+        result_backend=redis_server.url(1),
+        tmp=tmp_path,
+    )
+
+
+def filesystem_broker(tmp_path: Path) -> Broker:
+    folders = {name: tmp_path / "broker" / name for name in ("data", "control", "processed")}
+    for folder in folders.values():
+        folder.mkdir(parents=True)
+    return Broker(
+        kind="filesystem",
+        url="filesystem://",
+        transport_options={
+            "data_folder_in": str(folders["data"]),
+            "data_folder_out": str(folders["data"]),
+            "control_folder": str(folders["control"]),
+            "processed_folder": str(folders["processed"]),
+            "polling_interval": 0.1,
+        },
+        result_backend=f"file://{tmp_path / 'results'}",
+        tmp=tmp_path,
+    )
+
+
+def use_broker(settings, broker: Broker) -> Broker:
+    settings.CELERY_BROKER_URL = broker.url
+    settings.CELERY_BROKER_TRANSPORT_OPTIONS = broker.transport_options
+    return broker
+
+
+@pytest.fixture(params=["redis", "filesystem"])
+def broker(request, settings, tmp_path) -> Iterator[Broker]:
+    """The web process and any worker a test starts use this broker: Redis, then the embedded one."""
+    if request.param == "redis":
+        chosen = redis_broker(request.getfixturevalue("redis_server"), tmp_path)
+    else:
+        (tmp_path / "results").mkdir()
+        chosen = filesystem_broker(tmp_path)
+    use_broker(settings, chosen)
+    yield chosen
+    chosen.stop_workers()
+
+
+@pytest.fixture
+def redis_only(redis_server, settings, tmp_path) -> Iterator[Broker]:
+    chosen = use_broker(settings, redis_broker(redis_server, tmp_path))
+    yield chosen
+    chosen.stop_workers()
+
+
+def make_user(username: str, *, staff: bool = False, superuser: bool = False) -> User:
+    return User.objects.create_user(
+        username, password="pw-" + username, is_staff=staff or superuser, is_superuser=superuser
+    )
+
+
+@pytest.fixture
+def superuser(db) -> User:
+    return make_user("admin", superuser=True)
+
+
+@pytest.fixture
+def api(superuser) -> APIClient:
+    """An API client authenticated as a superuser with a DRF token."""
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=superuser).key}")
+    return client
