@@ -188,7 +188,7 @@ def redis_broker(redis_server: RedisServer, tmp_path: Path) -> Broker:
 
 def filesystem_broker(tmp_path: Path) -> Broker:
     folders = {name: tmp_path / "broker" / name for name in ("data", "control", "processed")}
-    for folder in folders.values():
+    for folder in [*folders.values(), tmp_path / "results"]:
         folder.mkdir(parents=True)
     return Broker(
         kind="filesystem",
@@ -217,9 +217,15 @@ def broker(request, settings, tmp_path) -> Iterator[Broker]:
     if request.param == "redis":
         chosen = redis_broker(request.getfixturevalue("redis_server"), tmp_path)
     else:
-        (tmp_path / "results").mkdir()
         chosen = filesystem_broker(tmp_path)
     use_broker(settings, chosen)
+    yield chosen
+    chosen.stop_workers()
+
+
+@pytest.fixture
+def filesystem_only(settings, tmp_path) -> Iterator[Broker]:
+    chosen = use_broker(settings, filesystem_broker(tmp_path))
     yield chosen
     chosen.stop_workers()
 
