@@ -192,7 +192,7 @@ def filesystem_broker(tmp_path: Path) -> Broker:
         folder.mkdir(parents=True)
     return Broker(
         kind="filesystem",
-        url="filesystem://",
+        url="filesystem://localhost/",
         transport_options={
             "data_folder_in": str(folders["data"]),
             "data_folder_out": str(folders["data"]),

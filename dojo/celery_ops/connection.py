@@ -3,7 +3,7 @@
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from django.conf import settings
 from kombu import Connection
@@ -32,16 +32,20 @@ def _mask_one(url: str) -> str:
         password = parts.password
     except ValueError:
         return MASK  # unparseable: show nothing rather than risk a secret
+    query_secret = any(SECRET_QUERY_KEY.search(key) for key, _ in parse_qsl(parts.query))
+    if not password and not query_secret:
+        return url
     netloc = parts.netloc
     if password:
         userinfo, _, hostinfo = netloc.rpartition("@")
         user = userinfo.split(":", 1)[0]
         netloc = f"{user}:{MASK}@{hostinfo}"
     query = parts.query
-    if query:
+    if query_secret:
         pairs = parse_qsl(query, keep_blank_values=True)
         query = urlencode([(k, MASK if SECRET_QUERY_KEY.search(k) else v) for k, v in pairs], safe="*")
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+    masked = f"{parts.scheme}://{netloc}{parts.path}"
+    return masked + (f"?{query}" if query else "") + (f"#{parts.fragment}" if parts.fragment else "")
 
 
 def redact(text: str) -> str:

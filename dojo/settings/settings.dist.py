@@ -23,7 +23,7 @@ env = environ.Env(
     # Where collectstatic puts files for the production web server.
     DD_STATIC_ROOT=(str, str(BASE_DIR / "staticfiles")),
     # Celery broker URL; the default is kombu's filesystem transport under var/.
-    DD_CELERY_BROKER_URL=(str, "filesystem://"),
+    DD_CELERY_BROKER_URL=(str, "filesystem://localhost/"),
     # Broker transport options as JSON (Redis priority steps, key prefix, ...).
     DD_CELERY_BROKER_TRANSPORT_OPTIONS=(str, "{}"),
     # Celery result backend; django-db stores results in the project's database.
@@ -69,6 +69,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",

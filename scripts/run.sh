@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Run dojo on the embedded defaults: SQLite and the filesystem broker under var/, so no
+# server has to be installed. Migrates, makes sure a superuser exists (password from
+# DD_ADMIN_PASSWORD, or generated and printed once), then starts a Celery worker, beat
+# and the web server on http://127.0.0.1:${DD_PORT:-8080}/. Ctrl-C stops all three.
+set -euo pipefail
+. "$(dirname "$0")/bootstrap.sh" requirements.txt
+mkdir -p var/log
+
+python manage.py migrate --noinput -v 0
+python manage.py ensure_superuser --username "${DD_ADMIN_USER:-admin}"
+
+celery -A dojo worker -l info > var/log/celery-worker.log 2>&1 &
+worker=$!
+celery -A dojo beat -l info > var/log/celery-beat.log 2>&1 &
+beat=$!
+trap 'kill $worker $beat 2>/dev/null; wait $worker $beat 2>/dev/null' EXIT
+echo "Worker and beat log to var/log/. Open http://127.0.0.1:${DD_PORT:-8080}/system_settings"
+python manage.py runserver --insecure --noreload "127.0.0.1:${DD_PORT:-8080}"

@@ -1,0 +1,136 @@
+"""docker-compose.yml is valid for docker-compose 1.29 and has the production shape.
+
+Runs the real `docker-compose config` (no Docker engine needed) with only the variables
+set here, so a developer's shell or .env file cannot change the outcome.
+In CI (CI=true) a missing docker-compose fails the run instead of skipping.
+"""
+
+import os
+import shlex
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml  # PyYAML: a dependency of drf-spectacular, so always installed
+
+ROOT = Path(__file__).resolve().parent.parent
+COMPOSE_FILE = ROOT / "docker-compose.yml"
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+REQUIRED = {"DD_SECRET_KEY": "test-secret-key", "DD_DATABASE_PASSWORD": "test-db-password"}
+SERVICES = {"postgres", "redis", "initializer", "web", "celeryworker", "celerybeat"}
+APP_SERVICES = ("initializer", "web", "celeryworker", "celerybeat")
+LONG_RUNNING = ("web", "celeryworker", "celerybeat")
+
+
+@pytest.fixture(scope="module")
+def docker_compose() -> str:
+    path = shutil.which("docker-compose")
+    if path is None:
+        message = "docker-compose is not installed"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+def run_config(docker_compose: str, tmp_path: Path, *args: str, **variables: str) -> subprocess.CompletedProcess:
+    """`docker-compose -f docker-compose.yml config ARGS` with exactly `variables` as DD_ settings."""
+    env_file = tmp_path / "empty.env"  # instead of any .env next to docker-compose.yml
+    env_file.write_text("")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DD_", "COMPOSE_", "DOCKER_"))}
+    env.update(variables)
+    return subprocess.run(
+        [docker_compose, "--env-file", str(env_file), "-f", str(COMPOSE_FILE), "config", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def command(service: dict) -> list[str]:
+    cmd = service["command"]
+    return shlex.split(cmd) if isinstance(cmd, str) else list(cmd)
+
+
+@pytest.fixture(scope="module")
+def config(docker_compose, tmp_path_factory) -> dict:
+    result = run_config(docker_compose, tmp_path_factory.mktemp("compose"), **REQUIRED)
+    assert result.returncode == 0, result.stderr
+    return yaml.safe_load(result.stdout)
+
+
+def test_config_quiet_succeeds(docker_compose, tmp_path):
+    result = run_config(docker_compose, tmp_path, "-q", **REQUIRED)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == ""
+
+
+def test_services(config):
+    assert set(config["services"]) == SERVICES
+    assert config["services"]["postgres"]["image"].startswith("postgres:16")
+    assert config["services"]["redis"]["image"].startswith("redis:7")
+    for name in ("postgres", "redis"):
+        assert config["services"][name]["healthcheck"]["test"], name
+
+
+def test_app_services_are_configured_by_dd_variables(config):
+    for name in APP_SERVICES:
+        env = config["services"][name]["environment"]
+        assert env["DD_SECRET_KEY"] == REQUIRED["DD_SECRET_KEY"], name
+        assert env["DD_CELERY_BROKER_URL"] == "redis://redis:6379/0", name
+        assert env["DD_CELERY_RESULT_BACKEND"] == "django-db", name
+        assert env["DD_DATABASE_URL"].startswith("postgres://"), name
+        assert f":{REQUIRED['DD_DATABASE_PASSWORD']}@postgres:5432/" in env["DD_DATABASE_URL"], name
+        assert str(env["DD_CELERY_TASK_TIME_LIMIT"]) == "43200", name
+    postgres_env = config["services"]["postgres"]["environment"]
+    assert postgres_env["POSTGRES_PASSWORD"] == REQUIRED["DD_DATABASE_PASSWORD"]
+
+
+def test_defaults_can_be_overridden(docker_compose, tmp_path):
+    result = run_config(docker_compose, tmp_path, **REQUIRED, DD_CELERY_TASK_TIME_LIMIT="600")
+    assert result.returncode == 0, result.stderr
+    config = yaml.safe_load(result.stdout)
+    assert str(config["services"]["celeryworker"]["environment"]["DD_CELERY_TASK_TIME_LIMIT"]) == "600"
+
+
+def test_commands(config):
+    services = config["services"]
+    assert command(services["initializer"])[:3] == ["python", "manage.py", "migrate"]
+    assert "--noinput" in command(services["initializer"])
+    assert command(services["web"])[:2] == ["gunicorn", "dojo.wsgi:application"]
+    assert "0.0.0.0:8080" in command(services["web"])
+    assert command(services["celeryworker"])[:4] == ["celery", "-A", "dojo", "worker"]
+    assert command(services["celerybeat"])[:4] == ["celery", "-A", "dojo", "beat"]
+
+
+def test_start_order(config):
+    services = config["services"]
+    assert services["initializer"]["restart"] == "no"
+    assert services["initializer"]["depends_on"]["postgres"]["condition"] == "service_healthy"
+    for name in LONG_RUNNING:
+        depends_on = services[name]["depends_on"]
+        assert depends_on["initializer"]["condition"] == "service_completed_successfully", name
+        assert depends_on["redis"]["condition"] == "service_healthy", name
+
+
+def test_volumes(config):
+    assert "postgres-data" in config["volumes"]
+    postgres_volumes = config["services"]["postgres"]["volumes"]
+    assert any(v.startswith("postgres-data:/var/lib/postgresql/data") for v in postgres_volumes)
+    # CELERY_BEAT_SCHEDULE_FILENAME is var/celerybeat-schedule under the image's /app.
+    assert any(v.split(":")[1] == "/app/var" for v in config["services"]["celerybeat"]["volumes"])
+
+
+@pytest.mark.parametrize("missing", sorted(REQUIRED))
+def test_required_variable_missing_fails(docker_compose, tmp_path, missing):
+    variables = {k: v for k, v in REQUIRED.items() if k != missing}
+    for args in ((), ("-q",)):
+        result = run_config(docker_compose, tmp_path, *args, **variables)
+        assert result.returncode != 0, result.stdout
+        # The `${VAR:?set VAR}` message of docker-compose.yml names the variable.
+        assert f"set {missing}" in result.stderr
