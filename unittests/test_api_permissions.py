@@ -33,9 +33,7 @@ def session_post(client: APIClient, url: str, data: dict):
 
 @pytest.mark.django_db
 @pytest.mark.parametrize("auth", ["session", "token"])
-@pytest.mark.parametrize(
-    ("role", "expected"), [("anonymous", 401), ("plain", 403), ("staff", 403), ("superuser", 200)]
-)
+@pytest.mark.parametrize(("role", "expected"), [("anonymous", 401), ("plain", 403), ("staff", 403), ("superuser", 200)])
 def test_permission_matrix(filesystem_only, auth, role, expected):
     client = client_for(role, auth)
 

@@ -2,7 +2,7 @@
 
 import re
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from django.conf import settings
@@ -95,7 +95,5 @@ def broker_connection(timeout: float | None = None) -> Iterator[Connection]:
     except errors as exc:
         raise BrokerUnavailable(redact(f"{type(exc).__name__}: {exc}")) from exc
     finally:
-        try:
+        with suppress(*errors):  # the broker is gone; nothing to close cleanly
             conn.release()
-        except errors:
-            pass  # the broker is gone; nothing to close cleanly
