@@ -99,6 +99,9 @@ TEMPLATES = [
 
 STATIC_URL = "static/"
 STATIC_ROOT = env("DD_STATIC_ROOT")
+Path(STATIC_ROOT).mkdir(parents=True, exist_ok=True)
+# whitenoise serves collected files in production, and the apps' own files when not collected.
+WHITENOISE_USE_FINDERS = True
 
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "system_settings"
