@@ -29,6 +29,8 @@ def test_mask_url(url, masked):
 def test_redact_removes_the_broker_password(settings):
     settings.CELERY_BROKER_URL = "redis://:hunter2@redis:6379/0"
     assert redact("Error connecting with hunter2 to redis") == "Error connecting with **** to redis"
+    settings.CELERY_BROKER_URL = "amqp://guest:p%40ss@rabbit//"
+    assert redact("login p@ss refused, p%40ss") == "login **** refused, ****"
 
 
 def test_prune_broker_files_removes_only_stale_control_messages(filesystem_only, settings):

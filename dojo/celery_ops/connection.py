@@ -3,7 +3,7 @@
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
 from django.conf import settings
 from kombu import Connection
@@ -55,8 +55,8 @@ def redact(text: str) -> str:
             password = urlsplit(part).password
         except ValueError:
             continue
-        if password:
-            text = text.replace(password, MASK)
+        for secret in {password, unquote(password or "")} - {""}:
+            text = text.replace(secret, MASK)
     return text
 
 
