@@ -26,6 +26,14 @@ ROOT = Path(__file__).resolve().parent.parent
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
 
+@pytest.fixture(autouse=True)
+def clear_cache() -> None:
+    """What one test's web process learned (silent workers) must not leak into the next."""
+    from django.core.cache import cache
+
+    cache.clear()
+
+
 def require(tool: str) -> str:
     """Path of `tool`; skips the test when it is missing, fails in CI."""
     path = shutil.which(tool)

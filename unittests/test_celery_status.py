@@ -112,3 +112,27 @@ def test_status_looks_without_creating_queues(redis_only, api):
     before = set(client.keys("*"))
     api.get(STATUS)
     assert set(client.keys("*")) == before
+
+
+@pytest.mark.django_db
+def test_a_killed_worker_costs_one_slow_ping_not_every_ping(redis_only, api, settings):
+    """SIGKILL leaves the worker's binding behind; after one ping that waits the bound,
+    the status answers fast again with the live worker only."""
+    import os
+    import signal
+
+    settings.CELERY_BROKER_TIMEOUT = 1.0
+    alive = redis_only.start_worker("alive")
+    redis_only.start_worker("doomed")
+    doomed = redis_only.workers[-1]
+    os.killpg(doomed.pid, signal.SIGKILL)
+    doomed.wait()
+
+    timings = []
+    for _ in range(3):
+        started = time.monotonic()
+        body = api.get(STATUS).json()
+        timings.append(time.monotonic() - started)
+        assert body["worker_names"] == [alive]
+    assert 0.9 < timings[0] < 1.5, timings
+    assert max(timings[1:]) < 0.5, timings

@@ -4,12 +4,15 @@ import os
 import threading
 import uuid
 
+from django.core.cache import cache
 from kombu import Connection
 from kombu.pidbox import Mailbox
 
 from dojo.celery import app
 
 BEAT_PREFIX = "celerybeat@"
+SILENT_CACHE_KEY = "dojo.celery_ops.silent_workers"
+SILENT_RECHECK_SECONDS = 60
 
 
 class _ThreadMailbox(Mailbox):
@@ -39,30 +42,52 @@ def _mailbox(conn: Connection) -> Mailbox:
     return mailbox(conn)
 
 
-def live_worker_bound(conn: Connection) -> int | None:
-    """An upper bound on the number of live workers, from the broker alone; None if unknown.
+def bound_worker_names(conn: Connection) -> set[str] | None:
+    """Names of the workers bound to the control exchange; None where the broker cannot tell.
 
-    Every worker binds its remote-control queue to the pidbox fanout exchange, so
-    on the virtual transports (Redis, filesystem) the bindings count the workers,
-    plus any that died without unbinding. AMQP brokers do not list bindings.
+    Every worker binds its remote-control queue (``NAME.celery.pidbox``) to the pidbox
+    fanout exchange and unbinds on a warm shutdown, so on the virtual transports
+    (Redis, filesystem) the bindings name the live workers plus any that were killed.
+    AMQP brokers do not list bindings.
     """
     channel = conn.default_channel
     if not hasattr(channel, "get_table"):
         return None
-    pidbox_exchange = f"{app.conf.control_exchange}.pidbox"
-    return len({queue for _key, _pattern, queue in channel.get_table(pidbox_exchange)})
+    suffix = f".{app.conf.control_exchange}.pidbox"
+    table = channel.get_table(f"{app.conf.control_exchange}.pidbox")
+    return {queue.removesuffix(suffix) for _key, _pattern, queue in table}
 
 
 def ping_workers(conn: Connection, timeout: float) -> list[str]:
     """Names of the workers that answered a ping within `timeout` seconds.
 
-    With a known bound the ping returns as soon as that many replies arrived instead
-    of always waiting `timeout` (design.md); with a bound of 0 nothing is sent. Beat
-    answers pings when its remote control is on: it is not a worker.
+    The ping goes to the bound workers by name, so it returns as soon as all of them
+    answered instead of always waiting `timeout` (design.md). A bound worker that did
+    not answer (killed, or a busy solo pool) is left out of the next pings for
+    SILENT_RECHECK_SECONDS, so a dead worker's stale binding costs one slow ping a
+    minute, not every ping. Beat answers pings when its remote control is on: it is
+    not a worker.
     """
-    bound = live_worker_bound(conn)
-    if bound == 0 or timeout <= 0:
+    if timeout <= 0:
         return []
-    replies = _mailbox(conn)._broadcast("ping", {}, reply=True, timeout=timeout, limit=bound) or []
+    bound = bound_worker_names(conn)
+    if bound is None:
+        replies = _broadcast_ping(conn, timeout, destination=None)
+    elif not bound:
+        return []
+    else:
+        silent_key = f"{SILENT_CACHE_KEY}:{conn.as_uri()}"  # one broker's workers, password masked
+        silent = cache.get(silent_key, set()) & bound
+        expected = (bound - silent) or bound
+        replies = _broadcast_ping(conn, timeout, destination=sorted(expected))
+        newly_silent = expected - {name for reply in replies for name in reply}
+        if newly_silent:
+            cache.set(silent_key, silent | newly_silent, SILENT_RECHECK_SECONDS)
     names = sorted(name for reply in replies for name in reply)
     return [name for name in names if not name.startswith(BEAT_PREFIX)]
+
+
+def _broadcast_ping(conn: Connection, timeout: float, destination: list[str] | None) -> list[dict]:
+    """Ping `destination` (everyone if None); stops once every destination answered."""
+    limit = len(destination) if destination else None
+    return _mailbox(conn)._broadcast("ping", {}, destination, reply=True, timeout=timeout, limit=limit) or []
