@@ -6,6 +6,8 @@ from datetime import UTC, datetime, timedelta
 from celery import Celery
 from celery.signals import before_task_publish
 
+from dojo import worker_commands  # noqa: F401  (registers the dojo_status command with the workers)
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "dojo.settings.settings")
 
 app = Celery("dojo")

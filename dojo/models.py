@@ -34,3 +34,24 @@ class SystemSettings(models.Model):
     def load(cls) -> "SystemSettings":
         obj, _created = cls.objects.get_or_create(pk=1)
         return obj
+
+
+class CeleryStatusSnapshot(models.Model):
+    """The Celery status at one moment, recorded every minute by beat (dojo.tasks.record_celery_snapshot)."""
+
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    broker_status = models.BooleanField()
+    workers = models.PositiveIntegerField()
+    active_tasks = models.PositiveIntegerField()
+    reserved_tasks = models.PositiveIntegerField()
+    scheduled_tasks = models.PositiveIntegerField()
+    # {queue name: ready messages or null when unknown}
+    queue_lengths = models.JSONField(default=dict)
+    # {worker name: active task count}
+    active_by_worker = models.JSONField(default=dict)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"Celery status at {self.created_at:%Y-%m-%d %H:%M:%S}"

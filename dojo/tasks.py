@@ -53,3 +53,11 @@ def prune_broker_files(max_age_seconds: int = 600) -> int:
             except FileNotFoundError:
                 continue  # consumed meanwhile
     return removed
+
+
+@shared_task(name="dojo.tasks.record_celery_snapshot", ignore_result=True)
+def record_celery_snapshot() -> None:
+    """Record the Celery status for the history and the alerts; drop what is older than the kept days."""
+    from dojo.celery_ops.history import record_snapshot
+
+    record_snapshot()

@@ -3,12 +3,78 @@ from rest_framework import serializers
 from dojo.celery_ops import configured_queues
 
 
+class TaskSummarySerializer(serializers.Serializer):
+    id = serializers.CharField()
+    name = serializers.CharField(allow_null=True)
+    args = serializers.JSONField(help_text="Positional arguments as the worker received them.")
+    kwargs = serializers.JSONField(allow_null=True)
+    time_start = serializers.FloatField(allow_null=True, help_text="Epoch seconds the task started; null if not.")
+    worker_pid = serializers.IntegerField(allow_null=True)
+    eta = serializers.CharField(required=False, allow_null=True, help_text="Scheduled tasks: when it is due.")
+    priority = serializers.IntegerField(required=False, allow_null=True)
+
+
+PoolSerializer = type(
+    "PoolSerializer",
+    (serializers.Serializer,),
+    {
+        "max-concurrency": serializers.IntegerField(allow_null=True),
+        "processes": serializers.ListField(child=serializers.IntegerField(), allow_null=True),
+        "max-tasks-per-child": serializers.IntegerField(allow_null=True),
+    },
+)
+
+
+class WorkerStatsSerializer(serializers.Serializer):
+    total = serializers.IntegerField(help_text="Tasks this worker has accepted since it started.")
+    total_by_task = serializers.DictField(child=serializers.IntegerField())
+    pool = PoolSerializer()
+    pool_implementation = serializers.CharField(allow_null=True)
+    pid = serializers.IntegerField(allow_null=True)
+    uptime = serializers.IntegerField(allow_null=True, help_text="Seconds.")
+    prefetch_count = serializers.IntegerField(allow_null=True)
+    rusage = serializers.DictField(allow_null=True, help_text="getrusage() of the worker's main process.")
+
+
+def _by_worker(help_text: str) -> serializers.DictField:
+    return serializers.DictField(child=serializers.ListField(child=TaskSummarySerializer()), help_text=help_text)
+
+
+class QueueDetailsSerializer(serializers.Serializer):
+    active = _by_worker("Tasks running now, by worker.")
+    reserved = _by_worker("Tasks a worker has prefetched and not started, by worker.")
+    scheduled = _by_worker("ETA/countdown tasks a worker holds until they are due, by worker.")
+
+
+class QueueStateSerializer(serializers.Serializer):
+    ready = serializers.IntegerField(allow_null=True, help_text="Ready messages, priority sub-queues included.")
+    consumers = serializers.IntegerField(
+        allow_null=True,
+        help_text="Consumers the broker counts (AMQP); elsewhere the answering workers consuming the queue.",
+    )
+
+
+class AlertSerializer(serializers.Serializer):
+    code = serializers.ChoiceField(
+        choices=[
+            "broker_unreachable",
+            "no_workers",
+            "too_few_workers",
+            "queue_too_long",
+            "queue_growing",
+            "worker_saturated",
+        ]
+    )
+    severity = serializers.ChoiceField(choices=["critical", "warning"])
+    message = serializers.CharField()
+
+
 class CeleryStatusSerializer(serializers.Serializer):
     enabled = serializers.BooleanField(help_text="Celery is in use by this instance.")
     connected = serializers.BooleanField(help_text="The broker answered (same as broker_status).")
     broker_status = serializers.BooleanField(help_text="The broker answered within the time bound.")
-    worker_status = serializers.BooleanField(help_text="At least one worker answered the ping.")
-    workers = serializers.IntegerField(help_text="How many workers answered the ping.")
+    worker_status = serializers.BooleanField(help_text="At least one worker answered.")
+    workers = serializers.IntegerField(help_text="How many workers answered.")
     worker_names = serializers.ListField(child=serializers.CharField(), help_text="Names of the workers that answered.")
     queue = serializers.CharField(help_text="The default queue, whose length is queue_length.")
     queue_length = serializers.IntegerField(
@@ -16,11 +82,25 @@ class CeleryStatusSerializer(serializers.Serializer):
         help_text="Ready messages in the default queue, every priority sub-queue included; "
         "null when the broker is unreachable. Prefetched messages are not counted.",
     )
+    queues = serializers.DictField(child=QueueStateSerializer(), help_text="Every configured queue, by name.")
+    active_tasks = serializers.IntegerField(help_text="Tasks running on the answering workers.")
+    reserved_tasks = serializers.IntegerField(help_text="Tasks prefetched by the answering workers, not started.")
+    scheduled_tasks = serializers.IntegerField(help_text="ETA/countdown tasks held by the answering workers.")
+    registered_tasks = serializers.ListField(child=serializers.CharField(), help_text="Task names, sorted.")
+    worker_stats = serializers.DictField(child=WorkerStatsSerializer(), help_text="By worker.")
+    queue_details = QueueDetailsSerializer()
+    alerts = serializers.ListField(child=AlertSerializer())
     task_time_limit = serializers.IntegerField(allow_null=True, help_text="Seconds; null when off.")
     task_soft_time_limit = serializers.IntegerField(allow_null=True, help_text="Seconds; null when off.")
     task_default_expires = serializers.IntegerField(allow_null=True, help_text="Seconds; null when off.")
     broker_url = serializers.CharField(help_text="The broker URL with any password replaced by ****.")
     error = serializers.CharField(allow_null=True, help_text="Why the broker is unreachable; null when it answered.")
+    read_at = serializers.FloatField(help_text="Epoch seconds when this was read (it may come from the cache).")
+
+
+class CeleryDisabledSerializer(serializers.Serializer):
+    enabled = serializers.BooleanField(help_text="Always false here.")
+    message = serializers.CharField()
 
 
 class CeleryQueuePurgeRequestSerializer(serializers.Serializer):

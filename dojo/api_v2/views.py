@@ -1,31 +1,56 @@
 """Celery status and queue purge. Thin: the service does the work, views map its errors to HTTP."""
 
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from django.conf import settings
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, PolymorphicProxySerializer, extend_schema
 from rest_framework import status
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
 from dojo.api_v2.serializers import (
+    CeleryDisabledSerializer,
     CeleryQueuePurgeRequestSerializer,
     CeleryQueuePurgeSerializer,
     CeleryStatusSerializer,
     ErrorSerializer,
 )
-from dojo.celery_ops import BrokerUnavailable, get_status, purge_queue
+from dojo.celery_ops import BrokerUnavailable, forget_status, get_status, purge_queue
 from dojo.models import SystemSettings
 
 DENIED = OpenApiResponse(ErrorSerializer, description="Not authenticated, or not a superuser.")
 
 
+CELERY_DISABLED = {"enabled": False, "message": "Celery is not enabled (DD_CELERY_ENABLED=false)."}
+REFRESH = OpenApiParameter(
+    "refresh", bool, description="Read the broker and workers now instead of answering from the cache."
+)
+
+
 class CeleryStatusView(APIView):
+    throttle_classes = [ScopedRateThrottle]
+    throttle_scope = "celery"
+
     @extend_schema(
         tags=["celery"],
-        summary="Celery workers, broker and default queue status",
-        responses={200: CeleryStatusSerializer, 401: DENIED, 403: DENIED},
+        summary="The Celery cluster status: broker, queues, workers, their tasks and alerts",
+        parameters=[REFRESH],
+        responses={
+            200: PolymorphicProxySerializer(
+                "CeleryStatusOrDisabled",
+                serializers=[CeleryStatusSerializer, CeleryDisabledSerializer],
+                resource_type_field_name=None,
+            ),
+            401: DENIED,
+            403: DENIED,
+            429: OpenApiResponse(ErrorSerializer, description="Too many requests (DD_CELERY_API_THROTTLE_RATE)."),
+        },
     )
     def get(self, request: Request) -> Response:
-        return Response(CeleryStatusSerializer(get_status()).data)
+        if not settings.CELERY_ENABLED:
+            return Response(CELERY_DISABLED)
+        refresh = request.query_params.get("refresh", "").lower() in ("1", "true", "yes")
+        return Response(CeleryStatusSerializer(get_status(refresh=refresh)).data)
 
 
 class CeleryQueuePurgeView(APIView):
@@ -38,12 +63,16 @@ class CeleryQueuePurgeView(APIView):
             400: OpenApiResponse(description="The queue is not one of the configured queues; nothing was purged."),
             401: DENIED,
             403: OpenApiResponse(ErrorSerializer, description="Not a superuser, or purge is disabled."),
-            503: OpenApiResponse(ErrorSerializer, description="The broker is unreachable; nothing was purged."),
+            503: OpenApiResponse(
+                ErrorSerializer, description="The broker is unreachable, or Celery is off; nothing was purged."
+            ),
         },
     )
     def post(self, request: Request) -> Response:
         body = CeleryQueuePurgeRequestSerializer(data=request.data)
         body.is_valid(raise_exception=True)
+        if not settings.CELERY_ENABLED:
+            return Response({"detail": CELERY_DISABLED["message"]}, status=status.HTTP_503_SERVICE_UNAVAILABLE)
         if not SystemSettings.load().allow_queue_purge:
             return Response({"detail": "Queue purge is disabled in System Settings."}, status=status.HTTP_403_FORBIDDEN)
         try:
@@ -53,4 +82,5 @@ class CeleryQueuePurgeView(APIView):
                 {"detail": f"Celery broker unreachable, nothing was purged: {exc}"},
                 status=status.HTTP_503_SERVICE_UNAVAILABLE,
             )
+        forget_status()
         return Response(CeleryQueuePurgeSerializer(result).data)

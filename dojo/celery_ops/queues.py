@@ -30,18 +30,21 @@ def default_queue() -> str:
     return settings.CELERY_TASK_DEFAULT_QUEUE
 
 
-def queue_depth(conn: Connection, name: str) -> int:
-    """Ready messages in queue `name`, every Redis priority sub-queue included.
+def read_queue(conn: Connection, name: str) -> tuple[int, int | None]:
+    """Ready messages in queue `name` (every Redis priority sub-queue included) and its
+    consumer count where the broker keeps one (AMQP), else None.
 
     A passive declare looks without creating anything; an absent queue (which on
     Redis is simply an empty one) raises NOT_FOUND and counts as 0. Messages a worker
     has prefetched are not ready and are not counted.
     """
+    counts_consumers = conn.transport.driver_type == "amqp"
     with conn.channel() as channel:  # a ChannelError closes the channel on AMQP
         try:
-            return channel.queue_declare(queue=name, passive=True).message_count
+            declared = channel.queue_declare(queue=name, passive=True)
         except ChannelError:
-            return 0
+            return 0, 0 if counts_consumers else None
+    return declared.message_count, declared.consumer_count if counts_consumers else None
 
 
 def purge_queue(name: str | None = None) -> PurgeResult:

@@ -1,4 +1,4 @@
-"""The Celery status document: workers, broker, default queue depth and task limits."""
+"""The Celery status document: broker, queues, workers and their tasks, in one broadcast round."""
 
 import time
 from dataclasses import dataclass, field
@@ -6,17 +6,38 @@ from dataclasses import dataclass, field
 from django.conf import settings
 
 from dojo.celery_ops.connection import BrokerUnavailable, broker_connection, broker_timeout, mask_url
-from dojo.celery_ops.queues import default_queue, queue_depth
-from dojo.celery_ops.workers import ping_workers
+from dojo.celery_ops.queues import configured_queues, default_queue, read_queue
+from dojo.celery_ops.workers import query_workers
+
+STATUS_COMMAND = "dojo_status"  # answered by dojo/worker_commands.py
+TASK_LISTS = ("active", "reserved", "scheduled")
+
+
+@dataclass(frozen=True)
+class QueueState:
+    ready: int | None
+    consumers: int | None
+
+
+@dataclass(frozen=True)
+class Alert:
+    code: str
+    severity: str  # "critical" or "warning"
+    message: str
 
 
 @dataclass(frozen=True)
 class CeleryStatus:
+    """What the broker and the workers said in a read that began at `read_at` (epoch seconds)."""
+
     broker_status: bool
     queue: str
-    queue_length: int | None
-    worker_names: list[str] = field(default_factory=list)
+    queues: dict[str, QueueState] = field(default_factory=dict)
+    # Each answering worker's reply to dojo_status (or {"error": ...} from a worker that lacks it).
+    worker_replies: dict[str, dict] = field(default_factory=dict)
     error: str | None = None
+    read_at: float = field(default_factory=time.time)
+    alerts: list[Alert] = field(default_factory=list)
     enabled: bool = True
 
     @property
@@ -24,12 +45,48 @@ class CeleryStatus:
         return self.broker_status
 
     @property
+    def queue_length(self) -> int | None:
+        state = self.queues.get(self.queue)
+        return state.ready if state else None
+
+    @property
+    def worker_names(self) -> list[str]:
+        return sorted(self.worker_replies)
+
+    @property
     def workers(self) -> int:
-        return len(self.worker_names)
+        return len(self.worker_replies)
 
     @property
     def worker_status(self) -> bool:
         return self.workers > 0
+
+    @property
+    def queue_details(self) -> dict[str, dict[str, list[dict]]]:
+        return {kind: {name: reply.get(kind, []) for name, reply in self.worker_replies.items()} for kind in TASK_LISTS}
+
+    def _count(self, kind: str) -> int:
+        return sum(len(reply.get(kind, [])) for reply in self.worker_replies.values())
+
+    @property
+    def active_tasks(self) -> int:
+        return self._count("active")
+
+    @property
+    def reserved_tasks(self) -> int:
+        return self._count("reserved")
+
+    @property
+    def scheduled_tasks(self) -> int:
+        return self._count("scheduled")
+
+    @property
+    def registered_tasks(self) -> list[str]:
+        return sorted({name for reply in self.worker_replies.values() for name in reply.get("registered", [])})
+
+    @property
+    def worker_stats(self) -> dict[str, dict]:
+        return {name: reply["stats"] for name, reply in self.worker_replies.items() if "stats" in reply}
 
     @property
     def broker_url(self) -> str:
@@ -48,18 +105,28 @@ class CeleryStatus:
         return settings.CELERY_TASK_DEFAULT_EXPIRES or None
 
 
-def get_status() -> CeleryStatus:
+def read_status() -> CeleryStatus:
     """Read the status from the broker and the workers within the broker time bound.
 
-    The depth read comes first: it is cheap and proves the broker answers. The ping
-    gets what is left of the time bound.
+    The queue reads come first: they are cheap and prove the broker answers. The one
+    broadcast gets what is left of the time bound.
     """
+    read_at = time.time()
     deadline = time.monotonic() + broker_timeout()
     queue = default_queue()
     try:
         with broker_connection() as conn:
-            queue_length = queue_depth(conn, queue)
-            worker_names = ping_workers(conn, timeout=deadline - time.monotonic())
+            read = {name: read_queue(conn, name) for name in configured_queues()}
+            replies = query_workers(conn, STATUS_COMMAND, timeout=deadline - time.monotonic())
     except BrokerUnavailable as exc:
-        return CeleryStatus(broker_status=False, queue=queue, queue_length=None, error=str(exc))
-    return CeleryStatus(broker_status=True, queue=queue, queue_length=queue_length, worker_names=worker_names)
+        return CeleryStatus(broker_status=False, queue=queue, error=str(exc), read_at=read_at)
+    queues = {
+        name: QueueState(ready=ready, consumers=consumers if consumers is not None else _consuming(replies, name))
+        for name, (ready, consumers) in read.items()
+    }
+    return CeleryStatus(broker_status=True, queue=queue, queues=queues, worker_replies=replies, read_at=read_at)
+
+
+def _consuming(replies: dict[str, dict], queue: str) -> int:
+    """How many answering workers consume `queue` (for brokers that do not count consumers)."""
+    return sum(queue in reply.get("active_queues", []) for reply in replies.values())

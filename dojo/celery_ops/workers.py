@@ -58,36 +58,35 @@ def bound_worker_names(conn: Connection) -> set[str] | None:
     return {queue.removesuffix(suffix) for _key, _pattern, queue in table}
 
 
-def ping_workers(conn: Connection, timeout: float) -> list[str]:
-    """Names of the workers that answered a ping within `timeout` seconds.
+def query_workers(conn: Connection, command: str, timeout: float) -> dict[str, dict]:
+    """Send `command` to the workers in one broadcast; their replies by worker name.
 
-    The ping goes to the bound workers by name, so it returns as soon as all of them
-    answered instead of always waiting `timeout` (design.md). A bound worker that did
-    not answer (killed, or a busy solo pool) is left out of the next pings for
-    SILENT_RECHECK_SECONDS, so a dead worker's stale binding costs one slow ping a
-    minute, not every ping. Beat answers pings when its remote control is on: it is
-    not a worker.
+    The broadcast goes to the bound workers by name, so it returns as soon as all of
+    them answered instead of always waiting `timeout` (design.md). A bound worker that
+    did not answer (killed, or a busy solo pool) is left out of the next broadcasts for
+    SILENT_RECHECK_SECONDS, so a dead worker's stale binding costs one slow broadcast a
+    minute, not every one. Beat answers when its remote control is on: it is not a worker.
     """
     if timeout <= 0:
-        return []
+        return {}
     bound = bound_worker_names(conn)
     if bound is None:
-        replies = _broadcast_ping(conn, timeout, destination=None)
+        replies = _broadcast(conn, command, timeout, destination=None)
     elif not bound:
-        return []
+        return {}
     else:
         silent_key = f"{SILENT_CACHE_KEY}:{conn.as_uri()}"  # one broker's workers, password masked
         silent = cache.get(silent_key, set()) & bound
         expected = (bound - silent) or bound
-        replies = _broadcast_ping(conn, timeout, destination=sorted(expected))
+        replies = _broadcast(conn, command, timeout, destination=sorted(expected))
         newly_silent = expected - {name for reply in replies for name in reply}
         if newly_silent:
             cache.set(silent_key, silent | newly_silent, SILENT_RECHECK_SECONDS)
-    names = sorted(name for reply in replies for name in reply)
-    return [name for name in names if not name.startswith(BEAT_PREFIX)]
+    answers = {name: answer for reply in replies for name, answer in reply.items()}
+    return {name: answers[name] for name in sorted(answers) if not name.startswith(BEAT_PREFIX)}
 
 
-def _broadcast_ping(conn: Connection, timeout: float, destination: list[str] | None) -> list[dict]:
-    """Ping `destination` (everyone if None); stops once every destination answered."""
+def _broadcast(conn: Connection, command: str, timeout: float, destination: list[str] | None) -> list[dict]:
+    """Send `command` to `destination` (everyone if None); stops once every destination answered."""
     limit = len(destination) if destination else None
-    return _mailbox(conn)._broadcast("ping", {}, destination, reply=True, timeout=timeout, limit=limit) or []
+    return _mailbox(conn)._broadcast(command, {}, destination, reply=True, timeout=timeout, limit=limit) or []

@@ -22,6 +22,10 @@ env = environ.Env(
     DD_TIME_ZONE=(str, "UTC"),
     # Where collectstatic puts files for the production web server.
     DD_STATIC_ROOT=(str, str(BASE_DIR / "staticfiles")),
+    # Django's cache (status document, single flight); use a shared one (redis://) with several web processes.
+    DD_CACHE_URL=(str, "locmemcache://"),
+    # Turn the Celery integration off: the status API then answers {"enabled": false} and touches no broker.
+    DD_CELERY_ENABLED=(bool, True),
     # Celery broker URL; the default is kombu's filesystem transport under var/.
     DD_CELERY_BROKER_URL=(str, "filesystem://localhost/"),
     # Broker transport options as JSON (Redis priority steps, key prefix, ...).
@@ -38,6 +42,18 @@ env = environ.Env(
     DD_CELERY_TASK_DEFAULT_EXPIRES=(int, 43200),
     # The most seconds any broker call made by the web process may take.
     DD_CELERY_BROKER_TIMEOUT=(float, 2.0),
+    # Seconds the status document is cached; 0 reads the broker on every request.
+    DD_CELERY_STATUS_CACHE_SECONDS=(int, 5),
+    # Fewer live workers than this: not ready (health probe 503, CLI exit 1) and an alert.
+    DD_CELERY_MIN_WORKERS=(int, 1),
+    # A queue holding more ready messages than this raises an alert; 0 = never.
+    DD_CELERY_QUEUE_ALERT_LENGTH=(int, 1000),
+    # Days of recorded status history kept.
+    DD_CELERY_HISTORY_DAYS=(int, 7),
+    # Bearer token accepted by /metrics besides superusers' DRF tokens; empty = DRF tokens only.
+    DD_METRICS_TOKEN=(str, ""),
+    # Requests per user to the expensive Celery endpoints (status, tasks, history), DRF rate syntax.
+    DD_CELERY_API_THROTTLE_RATE=(str, "120/min"),
     # Seconds between runs of the broker clean-up task scheduled by beat.
     DD_CELERY_PRUNE_BROKER_INTERVAL=(int, 300),
 )
@@ -47,6 +63,7 @@ SECRET_KEY = env("DD_SECRET_KEY")
 DEBUG = env("DD_DEBUG")
 ALLOWED_HOSTS = env("DD_ALLOWED_HOSTS")
 DATABASES = {"default": env.db_url_config(env("DD_DATABASE_URL"))}
+CACHES = {"default": env.cache_url_config(env("DD_CACHE_URL"))}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 TIME_ZONE = env("DD_TIME_ZONE")
 USE_TZ = True
@@ -117,6 +134,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["dojo.api_v2.permissions.IsSuperUser"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_THROTTLE_RATES": {"celery": env("DD_CELERY_API_THROTTLE_RATE")},
 }
 
 SPECTACULAR_SETTINGS = {
@@ -132,6 +150,7 @@ SPECTACULAR_SETTINGS = {
 
 # --- Celery --------------------------------------------------------------
 # Read by dojo/celery.py (namespace CELERY_) and, at call time, by dojo/celery_ops.
+CELERY_ENABLED = env("DD_CELERY_ENABLED")
 CELERY_BROKER_URL = env("DD_CELERY_BROKER_URL")
 CELERY_BROKER_TRANSPORT_OPTIONS = json.loads(env("DD_CELERY_BROKER_TRANSPORT_OPTIONS"))
 if CELERY_BROKER_URL.startswith("filesystem://"):
@@ -167,8 +186,15 @@ CELERY_TASK_SOFT_TIME_LIMIT = env("DD_CELERY_TASK_SOFT_TIME_LIMIT") or None
 CELERY_TASK_DEFAULT_EXPIRES = env("DD_CELERY_TASK_DEFAULT_EXPIRES") or None
 # Not a Celery setting: the bound on every broker call made by the web process.
 CELERY_BROKER_TIMEOUT = env("DD_CELERY_BROKER_TIMEOUT")
+# Not Celery settings: the status document, its alerts and history, and the metrics endpoint.
+CELERY_STATUS_CACHE_SECONDS = env("DD_CELERY_STATUS_CACHE_SECONDS")
+CELERY_MIN_WORKERS = env("DD_CELERY_MIN_WORKERS")
+CELERY_QUEUE_ALERT_LENGTH = env("DD_CELERY_QUEUE_ALERT_LENGTH")
+CELERY_HISTORY_DAYS = env("DD_CELERY_HISTORY_DAYS")
+METRICS_TOKEN = env("DD_METRICS_TOKEN")
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 CELERY_BEAT_SCHEDULE = {
+    "record-celery-snapshot": {"task": "dojo.tasks.record_celery_snapshot", "schedule": 60.0},
     "prune-broker-files": {
         "task": "dojo.tasks.prune_broker_files",
         "schedule": env("DD_CELERY_PRUNE_BROKER_INTERVAL"),

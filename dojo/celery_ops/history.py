@@ -1,0 +1,30 @@
+"""The recorded status history: one snapshot a minute, kept DD_CELERY_HISTORY_DAYS days."""
+
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.utils import timezone
+
+from dojo.celery_ops.cache import get_status
+from dojo.models import CeleryStatusSnapshot
+
+
+def record_snapshot() -> CeleryStatusSnapshot:
+    """Store the current status and prune snapshots past the kept days."""
+    status = get_status()
+    snapshot = CeleryStatusSnapshot.objects.create(
+        broker_status=status.broker_status,
+        workers=status.workers,
+        active_tasks=status.active_tasks,
+        reserved_tasks=status.reserved_tasks,
+        scheduled_tasks=status.scheduled_tasks,
+        queue_lengths={name: queue.ready for name, queue in status.queues.items()},
+        active_by_worker={name: len(tasks) for name, tasks in status.queue_details["active"].items()},
+    )
+    cutoff = timezone.now() - timedelta(days=settings.CELERY_HISTORY_DAYS)
+    CeleryStatusSnapshot.objects.filter(created_at__lt=cutoff).delete()
+    return snapshot
+
+
+def snapshots_since(since: datetime) -> list[CeleryStatusSnapshot]:
+    return list(CeleryStatusSnapshot.objects.filter(created_at__gte=since).order_by("created_at"))

@@ -1,0 +1,52 @@
+"""Remote-control commands the project's workers answer (imported by dojo/celery.py).
+
+`dojo_status` answers in one broadcast round what the six built-in inspect commands
+(stats, active, reserved, scheduled, registered, active_queues) answer in six: each of
+those is its own broadcast, which costs seconds on a large fleet (design.md).
+"""
+
+from celery.worker import control
+from celery.worker.control import inspect_command
+
+POOL_FIELDS = ("max-concurrency", "processes", "max-tasks-per-child")
+
+
+def _task_summary(info: dict) -> dict:
+    return {
+        "id": info.get("id"),
+        "name": info.get("name"),
+        "args": info.get("args"),
+        "kwargs": info.get("kwargs"),
+        "time_start": info.get("time_start"),
+        "worker_pid": info.get("worker_pid"),
+        "delivery_info": {"routing_key": (info.get("delivery_info") or {}).get("routing_key")},
+    }
+
+
+@inspect_command(name="dojo_status")
+def dojo_status(state, **kwargs) -> dict:
+    """This worker's stats, active, reserved and scheduled tasks, registered tasks and queues."""
+    stats = control.stats(state)
+    pool = stats.get("pool") or {}
+    totals = stats.get("total") or {}
+    return {
+        "stats": {
+            "total": sum(totals.values()),
+            "total_by_task": totals,
+            # Celery says "N/A" for a limit that is not set.
+            "pool": {field: None if pool.get(field) == "N/A" else pool.get(field) for field in POOL_FIELDS},
+            "pool_implementation": pool.get("implementation"),
+            "pid": stats.get("pid"),
+            "uptime": stats.get("uptime"),
+            "prefetch_count": stats.get("prefetch_count"),
+            "rusage": stats.get("rusage"),
+        },
+        "active": [_task_summary(info) for info in control.active(state)],
+        "reserved": [_task_summary(info) for info in control.reserved(state)],
+        "scheduled": [
+            {**_task_summary(entry["request"]), "eta": entry["eta"], "priority": entry["priority"]}
+            for entry in control.scheduled(state)
+        ],
+        "registered": sorted(name for name in state.app.tasks if not name.startswith("celery.")),
+        "active_queues": [queue["name"] for queue in control.active_queues(state)],
+    }
