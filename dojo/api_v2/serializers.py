@@ -120,3 +120,73 @@ class CeleryQueuePurgeSerializer(serializers.Serializer):
 
 class ErrorSerializer(serializers.Serializer):
     detail = serializers.CharField()
+
+
+class TaskSearchQuerySerializer(serializers.Serializer):
+    name = serializers.CharField(required=False, default="", help_text="Part of the task name.")
+    state = serializers.CharField(
+        required=False,
+        default="",
+        help_text="ACTIVE, RESERVED or SCHEDULED (live), or a stored state: PENDING, STARTED, SUCCESS, FAILURE, "
+        "RETRY, REVOKED.",
+    )
+    worker = serializers.CharField(required=False, default="", help_text="The worker's full name.")
+    arg = serializers.CharField(required=False, default="", help_text="Text found in the args or kwargs.")
+    limit = serializers.IntegerField(required=False, default=100, min_value=1, max_value=1000)
+    refresh = serializers.BooleanField(required=False, default=False, help_text="Read the live tasks now.")
+
+    def validate_state(self, value: str) -> str:
+        return value.upper()
+
+
+class TaskFoundSerializer(serializers.Serializer):
+    id = serializers.CharField()
+    name = serializers.CharField(allow_null=True)
+    state = serializers.CharField()
+    source = serializers.ChoiceField(choices=["live", "stored"])
+    worker = serializers.CharField(allow_null=True)
+    args = serializers.JSONField(allow_null=True)
+    kwargs = serializers.JSONField(allow_null=True)
+    time_start = serializers.FloatField(allow_null=True, help_text="Epoch seconds (running tasks).")
+    runtime = serializers.FloatField(allow_null=True, help_text="Seconds it has been running (running tasks).")
+    eta = serializers.CharField(allow_null=True, help_text="When a scheduled task is due.")
+    date_done = serializers.CharField(allow_null=True, help_text="When a stored task finished.")
+
+
+class TaskSearchSerializer(serializers.Serializer):
+    count = serializers.IntegerField()
+    results = TaskFoundSerializer(many=True)
+
+
+class HistoryQuerySerializer(serializers.Serializer):
+    since = serializers.DateTimeField(
+        required=False, help_text="ISO 8601 date and time; default: one hour ago. Kept: DD_CELERY_HISTORY_DAYS."
+    )
+
+
+class SnapshotSerializer(serializers.Serializer):
+    created_at = serializers.DateTimeField()
+    broker_status = serializers.BooleanField()
+    workers = serializers.IntegerField()
+    active_tasks = serializers.IntegerField()
+    reserved_tasks = serializers.IntegerField()
+    scheduled_tasks = serializers.IntegerField()
+    queue_lengths = serializers.DictField(child=serializers.IntegerField(allow_null=True))
+    active_by_worker = serializers.DictField(child=serializers.IntegerField())
+
+
+class HistorySerializer(serializers.Serializer):
+    since = serializers.DateTimeField()
+    points = SnapshotSerializer(many=True)
+
+
+class ReadinessSerializer(serializers.Serializer):
+    ready = serializers.BooleanField()
+    reasons = serializers.ListField(child=serializers.CharField(), help_text="Why not ready; empty when ready.")
+    workers = serializers.IntegerField()
+    min_workers = serializers.IntegerField()
+    broker_status = serializers.BooleanField()
+
+
+class LivenessSerializer(serializers.Serializer):
+    status = serializers.CharField()

@@ -1,11 +1,21 @@
 from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from dojo.api_v2.views import CeleryQueuePurgeView, CeleryStatusView
+from dojo.api_v2.health import HealthLiveView, HealthReadyView
+from dojo.api_v2.views import (
+    CeleryHistoryView,
+    CeleryQueuePurgeView,
+    CeleryStatusView,
+    CeleryTaskSearchView,
+)
 
 urlpatterns = [
     path("celery/status/", CeleryStatusView.as_view(), name="celery_status"),
     path("celery/queue/purge/", CeleryQueuePurgeView.as_view(), name="celery_queue_purge"),
+    path("celery/tasks/", CeleryTaskSearchView.as_view(), name="celery_tasks"),
+    path("celery/history/", CeleryHistoryView.as_view(), name="celery_history"),
+    path("celery/health/live/", HealthLiveView.as_view(), name="celery_health_live"),
+    path("celery/health/ready/", HealthReadyView.as_view(), name="celery_health_ready"),
     path("oa3/schema/", SpectacularAPIView.as_view(), name="schema_oa3"),
     path("oa3/swagger-ui/", SpectacularSwaggerView.as_view(url_name="schema_oa3"), name="swagger-ui_oa3"),
 ]

@@ -1,6 +1,9 @@
 """Celery status and queue purge. Thin: the service does the work, views map its errors to HTTP."""
 
+from datetime import timedelta
+
 from django.conf import settings
+from django.utils import timezone
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, PolymorphicProxySerializer, extend_schema
 from rest_framework import status
 from rest_framework.request import Request
@@ -14,8 +17,14 @@ from dojo.api_v2.serializers import (
     CeleryQueuePurgeSerializer,
     CeleryStatusSerializer,
     ErrorSerializer,
+    HistoryQuerySerializer,
+    HistorySerializer,
+    TaskSearchQuerySerializer,
+    TaskSearchSerializer,
 )
 from dojo.celery_ops import BrokerUnavailable, forget_status, get_status, purge_queue
+from dojo.celery_ops.history import snapshots_since
+from dojo.celery_ops.tasks import TaskQuery, find_tasks
 from dojo.models import SystemSettings
 
 DENIED = OpenApiResponse(ErrorSerializer, description="Not authenticated, or not a superuser.")
@@ -84,3 +93,41 @@ class CeleryQueuePurgeView(APIView):
             )
         forget_status()
         return Response(CeleryQueuePurgeSerializer(result).data)
+
+
+class CeleryTaskSearchView(APIView):
+    throttle_classes = [ScopedRateThrottle]
+    throttle_scope = "celery"
+
+    @extend_schema(
+        tags=["celery"],
+        summary="Find tasks among the live ones (active, reserved, scheduled) and the stored results",
+        parameters=[TaskSearchQuerySerializer],
+        responses={200: TaskSearchSerializer, 400: OpenApiResponse(description="A bad parameter."), 401: DENIED},
+    )
+    def get(self, request: Request) -> Response:
+        if not settings.CELERY_ENABLED:
+            return Response({"detail": CELERY_DISABLED["message"]}, status=status.HTTP_503_SERVICE_UNAVAILABLE)
+        params = TaskSearchQuerySerializer(data=request.query_params)
+        params.is_valid(raise_exception=True)
+        query = dict(params.validated_data)
+        refresh = query.pop("refresh")
+        found = find_tasks(get_status(refresh=refresh), TaskQuery(**query))
+        return Response(TaskSearchSerializer({"count": len(found), "results": found}).data)
+
+
+class CeleryHistoryView(APIView):
+    throttle_classes = [ScopedRateThrottle]
+    throttle_scope = "celery"
+
+    @extend_schema(
+        tags=["celery"],
+        summary="Recorded status snapshots (one a minute): workers, queue lengths, tasks",
+        parameters=[HistoryQuerySerializer],
+        responses={200: HistorySerializer, 400: OpenApiResponse(description="A bad `since`."), 401: DENIED},
+    )
+    def get(self, request: Request) -> Response:
+        params = HistoryQuerySerializer(data=request.query_params)
+        params.is_valid(raise_exception=True)
+        since = params.validated_data.get("since") or timezone.now() - timedelta(hours=1)
+        return Response(HistorySerializer({"since": since, "points": snapshots_since(since)}).data)
