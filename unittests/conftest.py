@@ -1,7 +1,8 @@
 """Fixtures that start real services: a private redis-server, the embedded filesystem broker,
-and real `celery -A dojo worker` processes. Each is stopped when its test is done.
+a private vhost on the machine's RabbitMQ, and real `celery -A dojo worker` processes. Each is
+stopped (or deleted) when its test is done.
 
-In CI (CI=true) a missing redis-server or browser fails the run instead of skipping.
+In CI (CI=true) a missing redis-server, RabbitMQ or browser fails the run instead of skipping.
 """
 
 import json
@@ -12,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -243,6 +245,52 @@ def redis_only(redis_server, settings, tmp_path) -> Iterator[Broker]:
     chosen = use_broker(settings, redis_broker(redis_server, tmp_path))
     yield chosen
     chosen.stop_workers()
+
+
+RABBITMQ_PORT = 5672
+
+
+def rabbitmqctl(*args: str) -> str:
+    """Run `rabbitmqctl ARGS` on the local node (needs root or the rabbitmq user); its stdout."""
+    done = subprocess.run(
+        [require("rabbitmqctl"), "-q", *args], capture_output=True, text=True, timeout=60, check=False
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"rabbitmqctl {' '.join(args)} failed ({done.returncode}): {done.stderr.strip()}")
+    return done.stdout
+
+
+@pytest.fixture
+def rabbitmq_broker(settings, tmp_path) -> Iterator[Broker]:
+    """A private vhost on the RabbitMQ at 127.0.0.1:5672 (guest/guest), deleted with everything in it.
+
+    Skipped when RabbitMQ is not installed or not answering, failed instead in CI.
+    """
+    require("rabbitmqctl")
+    with socket.socket() as sock:
+        sock.settimeout(2)
+        if sock.connect_ex(("127.0.0.1", RABBITMQ_PORT)) != 0:
+            message = f"RabbitMQ is not answering on 127.0.0.1:{RABBITMQ_PORT}"
+            if IN_CI:
+                pytest.fail(message)
+            pytest.skip(message)
+    vhost = f"dojo-test-{uuid.uuid4().hex}"
+    rabbitmqctl("add_vhost", vhost)
+    try:
+        rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+        chosen = Broker(
+            kind="rabbitmq",
+            url=f"amqp://guest:guest@127.0.0.1:{RABBITMQ_PORT}/{vhost}",
+            result_backend="rpc://",
+            tmp=tmp_path,
+        )
+        use_broker(settings, chosen)
+        try:
+            yield chosen
+        finally:
+            chosen.stop_workers()
+    finally:
+        rabbitmqctl("delete_vhost", vhost)
 
 
 def make_user(username: str, *, staff: bool = False, superuser: bool = False) -> User:

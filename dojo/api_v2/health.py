@@ -4,6 +4,8 @@ Readiness is served from the cached status, so probes cost at most one broadcast
 per DD_CELERY_STATUS_CACHE_SECONDS however often they come.
 """
 
+import dataclasses
+
 from django.conf import settings
 from drf_spectacular.utils import extend_schema
 from rest_framework.permissions import AllowAny
@@ -13,6 +15,7 @@ from rest_framework.views import APIView
 
 from dojo.api_v2.serializers import LivenessSerializer, ReadinessSerializer
 from dojo.celery_ops import get_status
+from dojo.celery_ops.readiness import readiness
 
 
 class HealthLiveView(APIView):
@@ -34,27 +37,5 @@ class HealthReadyView(APIView):
         responses={200: ReadinessSerializer, 503: ReadinessSerializer},
     )
     def get(self, request: Request) -> Response:
-        min_workers = settings.CELERY_MIN_WORKERS
-        if not settings.CELERY_ENABLED:
-            body = {
-                "ready": False,
-                "reasons": ["Celery is not enabled"],
-                "workers": 0,
-                "min_workers": min_workers,
-                "broker_status": False,
-            }
-            return Response(body, status=503)
-        status = get_status()
-        reasons = []
-        if not status.broker_status:
-            reasons.append("broker unreachable")
-        elif status.workers < min_workers:
-            reasons.append(f"{status.workers} worker(s) alive, {min_workers} required")
-        body = {
-            "ready": not reasons,
-            "reasons": reasons,
-            "workers": status.workers,
-            "min_workers": min_workers,
-            "broker_status": status.broker_status,
-        }
-        return Response(body, status=503 if reasons else 200)
+        result = readiness(get_status() if settings.CELERY_ENABLED else None)
+        return Response(dataclasses.asdict(result), status=200 if result.ready else 503)

@@ -55,7 +55,9 @@ def redact(text: str) -> str:
             password = urlsplit(part).password
         except ValueError:
             continue
-        for secret in {password, unquote(password or "")} - {""}:
+        if not password:
+            continue
+        for secret in {password, unquote(password)}:
             text = text.replace(secret, MASK)
     return text
 
@@ -88,7 +90,9 @@ def broker_connection(timeout: float | None = None) -> Iterator[Connection]:
     url = settings.CELERY_BROKER_URL
     options = _bounded_transport_options(url, timeout)
     conn = Connection(url, connect_timeout=timeout, transport_options=options)
-    errors = (OSError, OperationalError, *conn.connection_errors)
+    # Channel errors that reach here are refusals (a wrong password, no permission): the
+    # broker cannot be used. NOT_FOUND on a passive declare is handled where it is expected.
+    errors = (OSError, OperationalError, *conn.connection_errors, *conn.channel_errors)
     try:
         conn.ensure_connection(max_retries=0, timeout=timeout)
         yield conn
