@@ -2,9 +2,8 @@
 RabbitMQ and real `celery -A dojo worker` processes.
 
 RabbitMQ's own view (`rabbitmqctl list_queues`) is the reference for queue depth, consumers
-and which queues exist. The service cannot list the pidbox bindings on AMQP, so an uncached
-status waits the whole broker time bound for worker replies: the tests set it to 1 s and
-assert on correctness, not speed.
+and which queues exist. AMQP lists no bindings, so the first read waits the whole broker time
+bound for worker replies: the tests set it to 1 s.
 """
 
 import json
@@ -226,3 +225,28 @@ def test_broker_down_answers_within_the_bound(api, settings, bound):
     response = api.post(PURGE, {}, format="json")
     assert response.status_code == 503
     assert time.monotonic() - started < bound + 0.5
+
+
+@pytest.mark.django_db
+def test_known_workers_answer_fast_and_a_new_worker_is_found(rabbit, api):
+    """RabbitMQ lists no bindings: the first read waits the bound; later reads go to the workers that
+    answered and still consume, and a worker the queue consumer counts do not explain forces a full round."""
+    first = rabbit.start_worker("w0")
+    timings = []
+    for _ in range(3):
+        started = time.monotonic()
+        assert status(api)["worker_names"] == [first]
+        timings.append(time.monotonic() - started)
+    assert timings[0] >= 0.9 and max(timings[1:]) < 0.5, timings
+
+    second = rabbit.start_worker("w1")
+    assert status(api)["worker_names"] == sorted([first, second])
+    started = time.monotonic()
+    assert status(api)["worker_names"] == sorted([first, second])
+    assert time.monotonic() - started < 0.5
+
+    rabbit.stop_workers()
+    started = time.monotonic()
+    body = status(api)
+    assert body["workers"] == 0 and body["queues"]["celery"]["consumers"] == 0
+    assert time.monotonic() - started < 0.5  # the known workers' control queues have no consumer left

@@ -117,7 +117,8 @@ def read_status() -> CeleryStatus:
     try:
         with broker_connection() as conn:
             read = {name: read_queue(conn, name) for name in configured_queues()}
-            replies = query_workers(conn, STATUS_COMMAND, timeout=deadline - time.monotonic())
+            consumers = {name: queue_consumers for name, (_ready, queue_consumers) in read.items()}
+            replies = query_workers(conn, STATUS_COMMAND, deadline - time.monotonic(), consumers)
     except BrokerUnavailable as exc:
         return CeleryStatus(broker_status=False, queue=queue, error=str(exc), read_at=read_at)
     queues = {
