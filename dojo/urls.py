@@ -3,6 +3,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 from django.views.generic import RedirectView
 
+from dojo.api_v2.metrics import MetricsView
 from dojo.system_settings.views import SystemSettingsView
 
 urlpatterns = [
@@ -12,4 +13,5 @@ urlpatterns = [
     path("logout", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
     path("api/v2/", include("dojo.api_v2.urls")),
+    path("metrics", MetricsView.as_view(), name="metrics"),
 ]
