@@ -11,6 +11,7 @@ urlpatterns = [
     path("system_settings", SystemSettingsView.as_view(), name="system_settings"),
     path("login", auth_views.LoginView.as_view(), name="login"),
     path("logout", auth_views.LogoutView.as_view(), name="logout"),
+    path("admin/celery/", include("dojo.celery_panel.urls")),
     path("admin/", admin.site.urls),
     path("api/v2/", include("dojo.api_v2.urls")),
     path("metrics", MetricsView.as_view(), name="metrics"),

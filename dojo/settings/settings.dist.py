@@ -81,7 +81,9 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "django_celery_results",
+    "django_celery_beat",
     "dojo",
+    "dojo.celery_panel",
 ]
 
 MIDDLEWARE = [

@@ -1,0 +1,1 @@
+"""Backends serve the panel's pages; which class serves which page is set in DJ_CELERY_PANEL_SETTINGS."""

@@ -1,0 +1,57 @@
+"""The backend interface. A backend is any class with these attributes and methods;
+subclassing these bases is optional and only saves writing the defaults."""
+
+from typing import Any, ClassVar
+
+from celery import Celery
+
+from dojo.celery_panel.pages import (
+    PeriodicTaskListPage,
+    QueueDetailPage,
+    QueueListPage,
+    TaskDetailPage,
+    TaskListPage,
+    WorkerDetailPage,
+    WorkerListPage,
+)
+
+
+class Backend:
+    BACKEND_DESCRIPTION: ClassVar[str] = ""
+    DATA_SOURCE: ClassVar[str] = ""
+    DEFAULT_FILTER: ClassVar[str | None] = None
+    AVAILABLE_FILTERS: ClassVar[list[dict[str, Any]]] = []
+
+    def __init__(self, app: Celery) -> None:
+        self.app = app
+
+
+class TasksBackend(Backend):
+    def get_tasks(
+        self, search_query: str | None = None, page: int = 1, per_page: int = 50, filter_type: str | None = None
+    ) -> TaskListPage:
+        raise NotImplementedError
+
+    def get_task_detail(self, task_id: str) -> TaskDetailPage:
+        raise NotImplementedError
+
+
+class WorkersBackend(Backend):
+    def get_workers(self) -> WorkerListPage:
+        raise NotImplementedError
+
+    def get_worker_detail(self, worker_id: str) -> WorkerDetailPage:
+        raise NotImplementedError
+
+
+class QueuesBackend(Backend):
+    def get_queues(self) -> QueueListPage:
+        raise NotImplementedError
+
+    def get_queue_detail(self, queue_name: str) -> QueueDetailPage:
+        raise NotImplementedError
+
+
+class PeriodicTasksBackend(Backend):
+    def get_periodic_tasks(self) -> PeriodicTaskListPage:
+        raise NotImplementedError

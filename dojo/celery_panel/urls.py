@@ -1,0 +1,16 @@
+from django.contrib import admin
+from django.urls import path
+
+from dojo.celery_panel import views
+
+app_name = "celery_panel"
+
+urlpatterns = [
+    path("tasks/", admin.site.admin_view(views.tasks), name="tasks"),
+    path("tasks/<str:task_id>/", admin.site.admin_view(views.task_detail), name="task_detail"),
+    path("workers/", admin.site.admin_view(views.workers), name="workers"),
+    path("workers/<str:worker_id>/", admin.site.admin_view(views.worker_detail), name="worker_detail"),
+    path("queues/", admin.site.admin_view(views.queues), name="queues"),
+    path("queues/<str:queue_name>/", admin.site.admin_view(views.queue_detail), name="queue_detail"),
+    path("periodic-tasks/", admin.site.admin_view(views.periodic_tasks), name="periodic_tasks"),
+]

@@ -1,0 +1,81 @@
+"""The panel's pages: thin views that ask the configured backend for a page object.
+
+Every view is wrapped by admin.site.admin_view (dojo/celery_panel/urls.py): staff only,
+others go to the admin login. Nothing here changes Celery state.
+"""
+
+from django.contrib import admin
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import render
+
+from dojo.celery_panel.conf import backend
+
+
+def _render(request: HttpRequest, template: str, title: str, kind: str | None, **context) -> HttpResponse:
+    served_by = backend(kind) if kind else None
+    context.update(
+        admin.site.each_context(request),
+        title=title,
+        backend_name=type(served_by).__name__ if served_by else None,
+        backend_description=getattr(served_by, "BACKEND_DESCRIPTION", ""),
+        data_source=getattr(served_by, "DATA_SOURCE", ""),
+    )
+    return render(request, template, context)
+
+
+def _page_number(request: HttpRequest) -> int:
+    try:
+        return max(1, int(request.GET.get("page", 1)))
+    except ValueError:
+        return 1
+
+
+def tasks(request: HttpRequest) -> HttpResponse:
+    tasks_backend = backend("tasks")
+    filter_type = request.GET.get("filter") or tasks_backend.DEFAULT_FILTER
+    search = request.GET.get("q", "").strip()
+    page = tasks_backend.get_tasks(search_query=search or None, page=_page_number(request), filter_type=filter_type)
+    return _render(
+        request,
+        "celery_panel/tasks.html",
+        "Tasks",
+        "tasks",
+        page=page,
+        search=search,
+        active_filter=filter_type,
+        filters=tasks_backend.AVAILABLE_FILTERS,
+    )
+
+
+def task_detail(request: HttpRequest, task_id: str) -> HttpResponse:
+    page = backend("tasks").get_task_detail(task_id)
+    if page.task is None:
+        raise Http404(page.error or "Task not found")
+    return _render(request, "celery_panel/task_detail.html", f"Task {task_id}", "tasks", page=page)
+
+
+def workers(request: HttpRequest) -> HttpResponse:
+    return _render(request, "celery_panel/workers.html", "Workers", "workers", page=backend("workers").get_workers())
+
+
+def worker_detail(request: HttpRequest, worker_id: str) -> HttpResponse:
+    page = backend("workers").get_worker_detail(worker_id)
+    if page.worker is None:
+        raise Http404(page.error or "Worker not found")
+    return _render(request, "celery_panel/worker_detail.html", worker_id, "workers", page=page)
+
+
+def queues(request: HttpRequest) -> HttpResponse:
+    return _render(request, "celery_panel/queues.html", "Queues", "queues", page=backend("queues").get_queues())
+
+
+def queue_detail(request: HttpRequest, queue_name: str) -> HttpResponse:
+    page = backend("queues").get_queue_detail(queue_name)
+    if page.queue is None:
+        raise Http404(page.error or "Queue not found")
+    return _render(request, "celery_panel/queue_detail.html", f"Queue {queue_name}", "queues", page=page)
+
+
+def periodic_tasks(request: HttpRequest) -> HttpResponse:
+    page = backend("periodic_tasks").get_periodic_tasks()
+    return _render(request, "celery_panel/periodic_tasks.html", "Periodic tasks", "periodic_tasks", page=page)
