@@ -131,6 +131,9 @@ def base_env(redis_port: int, database: Path) -> dict[str, str]:
         DD_CELERY_RESULT_BACKEND=f"redis://127.0.0.1:{redis_port}/1",
         DD_DATABASE_URL=f"sqlite:///{database}",
         DD_ALLOWED_HOSTS="127.0.0.1",
+        # Every request reads the broker and the workers (no cache), and none is throttled.
+        DD_CELERY_STATUS_CACHE_SECONDS="0",
+        DD_CELERY_API_THROTTLE_RATE="1000000/s",
         PYTHONPATH=str(ROOT),
     )
     return env
