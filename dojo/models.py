@@ -55,3 +55,21 @@ class CeleryStatusSnapshot(models.Model):
 
     def __str__(self) -> str:
         return f"Celery status at {self.created_at:%Y-%m-%d %H:%M:%S}"
+
+
+class CeleryWorkerSeen(models.Model):
+    """A worker that answered a status read: when first and last, so a silent one shows as offline.
+
+    Updated on every uncached status read (dojo.celery_ops.registry.record_seen); rows not seen
+    for DD_CELERY_WORKER_OFFLINE_HOURS are deleted by the snapshot task.
+    """
+
+    name = models.CharField(max_length=255, unique=True)
+    first_seen = models.DateTimeField()
+    last_seen = models.DateTimeField(db_index=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return f"{self.name} (last seen {self.last_seen:%Y-%m-%d %H:%M:%S})"

@@ -49,4 +49,23 @@ def dojo_status(state, **kwargs) -> dict:
         ],
         "registered": sorted(name for name in state.app.tasks if not name.startswith("celery.")),
         "active_queues": [queue["name"] for queue in control.active_queues(state)],
+        "consumer": _consumer(state),
+    }
+
+
+def _consumer(state) -> dict:
+    """Where this worker consumes: its broker URL (password masked here) and each queue's binding."""
+    conn = state.consumer.connection
+    return {
+        "broker": conn.as_uri(mask="****" if conn.password else ""),  # kombu masks even a missing password
+        "queues": [
+            {
+                "name": queue["name"],
+                "exchange": (queue.get("exchange") or {}).get("name"),
+                "exchange_type": (queue.get("exchange") or {}).get("type"),
+                "routing_key": queue.get("routing_key"),
+                "durable": queue.get("durable"),
+            }
+            for queue in control.active_queues(state)
+        ],
     }

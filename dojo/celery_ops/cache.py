@@ -14,6 +14,7 @@ from django.core.cache import cache
 
 from dojo.celery_ops.alerts import compute_alerts, recent_history
 from dojo.celery_ops.connection import broker_timeout, mask_url
+from dojo.celery_ops.registry import record_seen
 from dojo.celery_ops.status import CeleryStatus, read_status
 
 CACHE_KEY = "dojo.celery_ops.status"
@@ -57,6 +58,7 @@ def _read_once_across_processes(key: str, not_before: float) -> CeleryStatus:
 
 def _read_with_alerts() -> CeleryStatus:
     status = read_status()
+    record_seen(status)
     return dataclasses.replace(status, alerts=compute_alerts(status, recent_history()))
 
 

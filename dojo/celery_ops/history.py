@@ -6,6 +6,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from dojo.celery_ops.cache import get_status
+from dojo.celery_ops.registry import prune_seen
 from dojo.models import CeleryStatusSnapshot
 
 
@@ -23,6 +24,7 @@ def record_snapshot() -> CeleryStatusSnapshot:
     )
     cutoff = timezone.now() - timedelta(days=settings.CELERY_HISTORY_DAYS)
     CeleryStatusSnapshot.objects.filter(created_at__lt=cutoff).delete()
+    prune_seen()
     return snapshot
 
 

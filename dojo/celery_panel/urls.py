@@ -13,4 +13,6 @@ urlpatterns = [
     path("queues/", admin.site.admin_view(views.queues), name="queues"),
     path("queues/<str:queue_name>/", admin.site.admin_view(views.queue_detail), name="queue_detail"),
     path("periodic-tasks/", admin.site.admin_view(views.periodic_tasks), name="periodic_tasks"),
+    path("", admin.site.admin_view(views.overview), name="overview"),
+    path("configuration/", admin.site.admin_view(views.configuration), name="configuration"),
 ]

@@ -4,11 +4,19 @@ Every view is wrapped by admin.site.admin_view (dojo/celery_panel/urls.py): staf
 others go to the admin login. Nothing here changes Celery state.
 """
 
+from datetime import UTC, datetime
+
+from django.conf import settings
 from django.contrib import admin
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
 
-from dojo.celery_panel.conf import backend
+from dojo.celery_ops import get_status
+from dojo.celery_ops.registry import seen_workers
+from dojo.celery_panel.backends.workers import offline_row, worker_row
+from dojo.celery_panel.conf import backend, panel_settings
+from dojo.celery_panel.configuration import celery_settings
+from dojo.celery_panel.overview import ACTIVITY_WINDOW, task_activity
 
 
 def _render(request: HttpRequest, template: str, title: str, kind: str | None, **context) -> HttpResponse:
@@ -79,3 +87,58 @@ def queue_detail(request: HttpRequest, queue_name: str) -> HttpResponse:
 def periodic_tasks(request: HttpRequest) -> HttpResponse:
     page = backend("periodic_tasks").get_periodic_tasks()
     return _render(request, "celery_panel/periodic_tasks.html", "Periodic tasks", "periodic_tasks", page=page)
+
+
+def _declared(
+    request: HttpRequest, template: str, title: str, served_by: str, data_source: str, **context
+) -> HttpResponse:
+    """Render a page that is not one backend's: it names what served it itself."""
+    context.update(admin.site.each_context(request), title=title, backend_name=served_by, data_source=data_source)
+    return render(request, template, context)
+
+
+def overview(request: HttpRequest) -> HttpResponse:
+    """Workers, recent activity, queues, registered and periodic tasks: at most one broadcast round."""
+    status = get_status()
+    read_at = datetime.fromtimestamp(status.read_at, tz=UTC)
+    seen = seen_workers()
+    workers = [worker_row(name, reply, read_at) for name, reply in sorted(status.worker_replies.items())]
+    workers += [offline_row(row) for name, row in sorted(seen.items()) if name not in status.worker_replies]
+    periodic_backend = backend("periodic_tasks")
+    return _declared(
+        request,
+        "celery_panel/overview.html",
+        "Celery overview",
+        "Overview",
+        "the cached status document (one dojo_status broadcast), django-celery-results and "
+        + type(periodic_backend).__name__,
+        status=status,
+        workers=workers,
+        online_count=sum(row.online for row in workers),
+        offline_count=sum(not row.online for row in workers),
+        activity=task_activity(),
+        activity_window=ACTIVITY_WINDOW,
+        periodic=periodic_backend.get_periodic_tasks(),
+    )
+
+
+def configuration(request: HttpRequest) -> HttpResponse:
+    """Celery's runtime configuration with secrets masked, and the panel's own settings."""
+    backends = []
+    for key, path in sorted(panel_settings().items()):
+        kind = key.removesuffix("_backend")
+        try:
+            data_source = getattr(backend(kind), "DATA_SOURCE", "")
+        except ImportError as exc:
+            data_source = f"cannot be imported: {exc}"
+        backends.append({"page": kind.replace("_", " "), "path": path, "data_source": data_source})
+    return _declared(
+        request,
+        "celery_panel/configuration.html",
+        "Celery configuration",
+        "Configuration",
+        "Django settings CELERY_* (Celery's defaults where absent), secrets masked",
+        groups=celery_settings(),
+        backends=backends,
+        offline_hours=settings.CELERY_WORKER_OFFLINE_HOURS,
+    )

@@ -56,6 +56,10 @@ env = environ.Env(
     DD_CELERY_API_THROTTLE_RATE=(str, "120/min"),
     # Seconds between runs of the broker clean-up task scheduled by beat.
     DD_CELERY_PRUNE_BROKER_INTERVAL=(int, 300),
+    # Hours a worker that stopped answering is still listed as offline in the admin's Celery panel.
+    DD_CELERY_WORKER_OFFLINE_HOURS=(int, 24),
+    # Beat's scheduler class; the default keeps the schedule (and each entry's last run) in the database.
+    DD_CELERY_BEAT_SCHEDULER=(str, "django_celery_beat.schedulers:DatabaseScheduler"),
 )
 
 # --- Django core ---------------------------------------------------------
@@ -103,7 +107,8 @@ WSGI_APPLICATION = "dojo.wsgi.application"
 TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
-        "DIRS": [],
+        # The project's templates first, so dojo/templates/admin/index.html extends the admin's own.
+        "DIRS": [BASE_DIR / "dojo" / "templates"],
         "APP_DIRS": True,
         "OPTIONS": {
             "context_processors": [
@@ -194,6 +199,10 @@ CELERY_MIN_WORKERS = env("DD_CELERY_MIN_WORKERS")
 CELERY_QUEUE_ALERT_LENGTH = env("DD_CELERY_QUEUE_ALERT_LENGTH")
 CELERY_HISTORY_DAYS = env("DD_CELERY_HISTORY_DAYS")
 METRICS_TOKEN = env("DD_METRICS_TOKEN")
+# Not a Celery setting: how long the admin's Celery panel lists a silent worker as offline.
+CELERY_WORKER_OFFLINE_HOURS = env("DD_CELERY_WORKER_OFFLINE_HOURS")
+# Beat: django-celery-beat's DatabaseScheduler adds CELERY_BEAT_SCHEDULE to the entries edited in the admin.
+CELERY_BEAT_SCHEDULER = env("DD_CELERY_BEAT_SCHEDULER")
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 CELERY_BEAT_SCHEDULE = {
     "record-celery-snapshot": {"task": "dojo.tasks.record_celery_snapshot", "schedule": 60.0},

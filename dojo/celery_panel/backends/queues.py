@@ -1,0 +1,90 @@
+"""Queues: the configured ones (Celery's declarations) and every queue a worker consumes."""
+
+from typing import ClassVar
+
+from django.conf import settings
+from kombu import Queue
+
+from dojo.celery_ops import BrokerUnavailable, broker_connection, configured_queues, get_status
+from dojo.celery_ops.queues import read_queue
+from dojo.celery_ops.status import CeleryStatus
+from dojo.celery_panel.backends.base import QueuesBackend
+from dojo.celery_panel.pages import QueueDetailPage, QueueListPage, QueueRow
+
+
+class InspectQueuesBackend(QueuesBackend):
+    """Bindings from Celery's queue declarations and the workers' answers; counts from the broker."""
+
+    BACKEND_DESCRIPTION = "configured queues and the queues workers consume, with broker counts"
+    DATA_SOURCE: ClassVar[str] = "Celery's app.amqp.queues, one dojo_status broadcast (cached) and the broker"
+
+    def get_queues(self) -> QueueListPage:
+        status = get_status()
+        consumed = self._consumed(status)
+        rows = [self._configured_row(name, status, consumed.get(name, {})) for name in configured_queues()]
+        extra = {name: seen for name, seen in consumed.items() if name not in {row.name for row in rows}}
+        ready = self._read_ready(sorted(extra)) if extra and status.broker_status else {}
+        for name, by_worker in sorted(extra.items()):
+            first = next(iter(by_worker.values()))
+            rows.append(
+                QueueRow(
+                    name=name,
+                    exchange=first.get("exchange"),
+                    exchange_type=first.get("exchange_type"),
+                    routing_key=first.get("routing_key"),
+                    durable=first.get("durable"),
+                    consumers=len(by_worker),
+                    ready=ready.get(name),
+                    configured=False,
+                    consumed_by=sorted(by_worker),
+                )
+            )
+        return QueueListPage(queues=rows, error=None if status.broker_status else status.error)
+
+    def get_queue_detail(self, queue_name: str) -> QueueDetailPage:
+        page = self.get_queues()
+        queue = next((row for row in page.queues if row.name == queue_name), None)
+        return QueueDetailPage(queue=queue, error=page.error if queue else f"No queue {queue_name!r} is known.")
+
+    def _declaration(self, name: str) -> Queue:
+        """Celery's declaration of the configured queue `name` (exchange, type, routing key, durability)."""
+        declared = self.app.amqp.queues.get(name)
+        if declared is None:  # configured after the app first read its settings (tests, reloads)
+            declared = self.app.amqp.Queues(settings.CELERY_TASK_QUEUES or {})[name]
+        return declared
+
+    def _configured_row(self, name: str, status: CeleryStatus, by_worker: dict[str, dict]) -> QueueRow:
+        declared = self._declaration(name)
+        state = status.queues.get(name)
+        return QueueRow(
+            name=name,
+            exchange=declared.exchange.name if declared.exchange else None,
+            exchange_type=declared.exchange.type if declared.exchange else None,
+            routing_key=declared.routing_key,
+            durable=declared.durable,
+            consumers=state.consumers if state else len(by_worker),
+            ready=state.ready if state else None,
+            configured=True,
+            consumed_by=sorted(by_worker),
+        )
+
+    @staticmethod
+    def _consumed(status: CeleryStatus) -> dict[str, dict[str, dict]]:
+        """{queue: {worker: binding}} for every queue a worker that answered consumes."""
+        consumed: dict[str, dict[str, dict]] = {}
+        for worker, reply in status.worker_replies.items():
+            bindings = (reply.get("consumer") or {}).get("queues")
+            if bindings is None:  # a worker without the "consumer" key: names only
+                bindings = [{"name": name} for name in reply.get("active_queues", [])]
+            for binding in bindings:
+                consumed.setdefault(binding["name"], {})[worker] = binding
+        return consumed
+
+    @staticmethod
+    def _read_ready(names: list[str]) -> dict[str, int]:
+        """Ready messages of queues the status did not read (consumed but not configured)."""
+        try:
+            with broker_connection() as conn:
+                return {name: read_queue(conn, name)[0] for name in names}
+        except BrokerUnavailable:
+            return {}

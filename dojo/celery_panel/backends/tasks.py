@@ -1,0 +1,261 @@
+"""Tasks backends: stored results (django-celery-results) and live tasks (the workers' own lists)."""
+
+import ast
+import json
+import re
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+from django.conf import settings
+from django.db.models import QuerySet
+
+from dojo.celery_panel.backends.base import TasksBackend
+from dojo.celery_panel.pages import TaskDetailPage, TaskListPage, TaskRow
+
+# Never count more matching rows than this for one page: past it the page says "10,000+".
+COUNT_CAP = 10_000
+UUID_RE = re.compile(r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$")
+
+STATE_FILTERS = {
+    "pending": "PENDING",
+    "started": "STARTED",
+    "success": "SUCCESS",
+    "failure": "FAILURE",
+    "retry": "RETRY",
+    "revoked": "REVOKED",
+}
+
+
+def looks_like_task_id(query: str) -> bool:
+    return bool(UUID_RE.match(query))
+
+
+def decode_stored(value: str | None) -> Any:
+    """A TaskResult text column (JSON) as a Python value; argsrepr strings become values when literal."""
+    if value is None or value == "":
+        return None
+    try:
+        decoded = json.loads(value)
+    except ValueError:
+        return value
+    if isinstance(decoded, str) and decoded[:1] in "([{":
+        return literal(decoded)  # result_extended stores argsrepr/kwargsrepr: Python repr text, JSON-encoded
+    return decoded
+
+
+def literal(value: Any) -> Any:
+    """A worker's argsrepr/kwargsrepr text as a value when it is a literal; other values unchanged."""
+    if isinstance(value, str):
+        try:
+            return ast.literal_eval(value)
+        except (ValueError, SyntaxError, MemoryError, RecursionError):
+            return value
+    return value
+
+
+def pretty(value: Any) -> str:
+    """JSON with indentation (tuples as lists, anything else as its str)."""
+    if value is None:
+        return "-"
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, indent=2, sort_keys=True, default=str)
+
+
+def configured_time_limits() -> tuple[int | None, int | None]:
+    return (
+        getattr(settings, "CELERY_TASK_TIME_LIMIT", None) or None,
+        getattr(settings, "CELERY_TASK_SOFT_TIME_LIMIT", None) or None,
+    )
+
+
+class DjangoCeleryResultsTasksBackend(TasksBackend):
+    """Task history from django-celery-results' TaskResult table.
+
+    Pages are ordered by (date_done DESC, id DESC), served by the indexes of the
+    celery_panel migration 0001; counts stop at COUNT_CAP rows.
+    """
+
+    BACKEND_DESCRIPTION = "Task history stored by django-celery-results"
+    DATA_SOURCE = "Database (django_celery_results.TaskResult)"
+    DEFAULT_FILTER = None
+    AVAILABLE_FILTERS: ClassVar[list[dict[str, Any]]] = [
+        {"value": None, "label": "All"},
+        *({"value": value, "label": value.capitalize()} for value in STATE_FILTERS),
+    ]
+
+    def _queryset(self, search_query: str | None, filter_type: str | None) -> QuerySet:
+        from django_celery_results.models import TaskResult
+
+        qs = TaskResult.objects.all()
+        state = STATE_FILTERS.get((filter_type or "").lower())
+        if state:
+            qs = qs.filter(status=state)
+        if search_query:
+            if looks_like_task_id(search_query):
+                qs = qs.filter(task_id=search_query)
+            else:
+                qs = qs.filter(task_name__startswith=search_query)
+        return qs
+
+    def get_tasks(
+        self, search_query: str | None = None, page: int = 1, per_page: int = 50, filter_type: str | None = None
+    ) -> TaskListPage:
+        page = max(1, page)
+        qs = self._queryset(search_query, filter_type)
+        start = (page - 1) * per_page
+        rows = list(qs.defer("traceback").order_by("-date_done", "-id")[start : start + per_page + 1])
+        has_next = len(rows) > per_page
+        rows = rows[:per_page]
+        if page == 1 and not has_next:
+            total, capped = len(rows), False  # everything is on this page: no count query
+        else:
+            cap = COUNT_CAP
+            total = qs.order_by().values("pk")[: cap + 1].count()
+            capped = total > cap
+            total = min(total, cap)
+        return TaskListPage(
+            tasks=[self._row(result) for result in rows],
+            page=page,
+            per_page=per_page,
+            total_count=total,
+            total_is_capped=capped,
+            has_next=has_next,
+        )
+
+    def get_task_detail(self, task_id: str) -> TaskDetailPage:
+        from django_celery_results.models import TaskResult
+
+        result = TaskResult.objects.filter(task_id=task_id).first()
+        if result is None:
+            return TaskDetailPage(task=None, error=f"No stored result for task {task_id}")
+        row = self._row(result)
+        meta = decode_stored(result.meta)
+        meta = meta if isinstance(meta, dict) else {}
+        time_limit, soft_time_limit = configured_time_limits()
+        task = self.app.tasks.get(result.task_name or "")
+        return TaskDetailPage(
+            task=row,
+            traceback=result.traceback,
+            retries=meta.get("retries"),
+            time_limit=time_limit,
+            soft_time_limit=soft_time_limit,
+            extra={
+                "args_json": pretty(row.args),
+                "kwargs_json": pretty(row.kwargs),
+                "result_json": pretty(row.result),
+                "task_time_limit": getattr(task, "time_limit", None),
+                "task_soft_time_limit": getattr(task, "soft_time_limit", None),
+                "periodic_task_name": result.periodic_task_name,
+                "content_type": result.content_type,
+                "meta_json": pretty(meta) if meta else None,
+            },
+        )
+
+    @staticmethod
+    def _row(result: Any) -> TaskRow:
+        meta = decode_stored(result.meta) if "meta" in result.__dict__ else None
+        queue = None
+        if isinstance(meta, dict):
+            # django-celery-results stores only request.meta and children; a queue there is a bonus.
+            delivery = meta.get("delivery_info") or {}
+            queue = meta.get("queue") or delivery.get("routing_key")
+        return TaskRow(
+            id=result.task_id,
+            name=result.task_name,
+            state=result.status,
+            args=decode_stored(result.task_args),
+            kwargs=decode_stored(result.task_kwargs),
+            result=decode_stored(result.result),
+            date_received=result.date_created,
+            date_started=result.date_started,
+            date_done=result.date_done,
+            worker=result.worker,
+            queue=queue,
+        )
+
+
+LIVE_KINDS = ("active", "reserved", "scheduled")
+
+
+class InspectTasksBackend(TasksBackend):
+    """Live tasks only: what the workers hold now (active, reserved, scheduled), from the cached status."""
+
+    BACKEND_DESCRIPTION = "Live tasks the workers hold now (no history)"
+    DATA_SOURCE = "Celery workers via the dojo_status broadcast (cached status)"
+    DEFAULT_FILTER = None
+    AVAILABLE_FILTERS: ClassVar[list[dict[str, Any]]] = [
+        {"value": None, "label": "All"},
+        *({"value": kind, "label": kind.capitalize()} for kind in LIVE_KINDS),
+    ]
+
+    def _live(self) -> tuple[list[tuple[str, TaskRow, dict]], str | None]:
+        from dojo.celery_ops import get_status
+
+        status = get_status()
+        live = []
+        for kind in LIVE_KINDS:
+            for worker, tasks in sorted(status.queue_details.get(kind, {}).items()):
+                for info in tasks:
+                    live.append((kind, self._row(kind, worker, info), info))
+        return live, status.error
+
+    @staticmethod
+    def _row(kind: str, worker: str, info: dict) -> TaskRow:
+        started = info.get("time_start")
+        eta = info.get("eta")
+        return TaskRow(
+            id=info.get("id") or "",
+            name=info.get("name"),
+            state={"active": "STARTED", "reserved": "RECEIVED", "scheduled": "SCHEDULED"}[kind],
+            args=literal(info.get("args")),
+            kwargs=literal(info.get("kwargs")),
+            # time_start is epoch seconds on current Celery; anything else is not a date.
+            date_started=datetime.fromtimestamp(started, UTC) if isinstance(started, int | float) else None,
+            date_received=datetime.fromisoformat(eta) if isinstance(eta, str) else None,
+            worker=worker,
+            queue=(info.get("delivery_info") or {}).get("routing_key"),
+        )
+
+    def get_tasks(
+        self, search_query: str | None = None, page: int = 1, per_page: int = 50, filter_type: str | None = None
+    ) -> TaskListPage:
+        live, error = self._live()
+        rows = [
+            row
+            for kind, row, _info in live
+            if (not filter_type or kind == filter_type)
+            and (not search_query or row.id == search_query or (row.name or "").startswith(search_query))
+        ]
+        page = max(1, page)
+        start = (page - 1) * per_page
+        return TaskListPage(
+            tasks=rows[start : start + per_page],
+            page=page,
+            per_page=per_page,
+            total_count=len(rows),
+            has_next=start + per_page < len(rows),
+            error=error,
+        )
+
+    def get_task_detail(self, task_id: str) -> TaskDetailPage:
+        live, _error = self._live()
+        for kind, row, info in live:
+            if row.id == task_id:
+                time_limit, soft_time_limit = configured_time_limits()
+                task = self.app.tasks.get(row.name or "")
+                return TaskDetailPage(
+                    task=row,
+                    time_limit=time_limit,
+                    soft_time_limit=soft_time_limit,
+                    extra={
+                        "args_json": pretty(row.args),
+                        "kwargs_json": pretty(row.kwargs),
+                        "live_kind": kind,
+                        "worker_pid": info.get("worker_pid"),
+                        "eta": info.get("eta"),
+                        "task_time_limit": getattr(task, "time_limit", None),
+                        "task_soft_time_limit": getattr(task, "soft_time_limit", None),
+                    },
+                )
+        return TaskDetailPage(task=None, error=f"Task {task_id} is not held by any live worker")
