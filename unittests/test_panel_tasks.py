@@ -15,6 +15,7 @@ This module also defines a task that retries (`unittests.panel.flaky`); the work
 CELERY_WORKER_INCLUDE (celery's `worker --include`, read from the environment).
 """
 
+import json
 import sqlite3
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -134,7 +135,7 @@ def test_row_shows_every_field(staff_client):
     assert (row.id, row.name, row.state, row.worker) == (task_id, "dojo.tasks.add", "SUCCESS", "celery1@box")
     assert row.args == (20, 22) and row.kwargs == {"scale": 2} and row.result == 42
     assert row.duration == 2.5
-    assert row.queue is None  # django-celery-results does not store the queue
+    assert row.queue is None  # no queue in the stored meta
     text = response.content.decode()
     for shown in (
         "(20, 22)",
@@ -269,8 +270,8 @@ def test_real_results_of_a_real_worker(redis_only, staff_client, settings, tmp_p
     wanted = {success: "SUCCESS", failure: "FAILURE", retry: "RETRY"}
     wait_for(lambda: stored_states(database) == wanted, 30, f"stored states {wanted}")
     copy_results_from(database)
-    # What django-celery-results 2.6 stores with result_extended on Celery 5.7: no queue, no retries.
-    assert TaskResult.objects.get(task_id=success).meta == '{"children": []}'
+    # django-celery-results stores request.meta, where dojo.celery.remember_queue puts the queue.
+    assert json.loads(TaskResult.objects.get(task_id=success).meta) == {"queue": "celery", "children": []}
 
     listing = staff_client.get(TASKS_URL)
     rows = {task.id: task for task in listing.context["page"].tasks}
@@ -289,7 +290,8 @@ def test_real_results_of_a_real_worker(redis_only, staff_client, settings, tmp_p
     assert '<pre class="payload" id="task-kwargs">{\n  &quot;y&quot;: 22\n}</pre>' in text
     assert '<pre class="payload" id="task-result">42</pre>' in text
     assert f'<td id="task-worker">{hostname}</td>' in text
-    assert '<td id="task-queue">-</td>' in text  # not stored by django-celery-results
+    assert '<td id="task-queue">celery</td>' in text
+    assert rows[success].queue == "celery"
     stored_row = TaskResult.objects.get(task_id=success)
     assert stored_row.date_done.strftime("%Y-%m-%d %H:%M:%S") in text
     assert f"hard: {settings.CELERY_TASK_TIME_LIMIT} s" in text
