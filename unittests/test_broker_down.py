@@ -3,10 +3,7 @@
 No mocks: the sockets are real, so the time bounds are the ones a request would see.
 """
 
-import socket
-import threading
 import time
-from collections.abc import Iterator
 
 import pytest
 from django.urls import reverse
@@ -14,32 +11,6 @@ from django.urls import reverse
 from unittests.conftest import free_port
 
 SECRET = "s3cret-broker-pw"
-
-
-@pytest.fixture
-def silent_server() -> Iterator[int]:
-    """A TCP server that accepts connections and never sends a byte."""
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(16)
-    accepted: list[socket.socket] = []
-    stop = threading.Event()
-
-    def accept_forever() -> None:
-        server.settimeout(0.2)
-        while not stop.is_set():
-            try:
-                accepted.append(server.accept()[0])
-            except TimeoutError:
-                continue
-
-    thread = threading.Thread(target=accept_forever, daemon=True)
-    thread.start()
-    yield server.getsockname()[1]
-    stop.set()
-    thread.join()
-    for conn in [*accepted, server]:
-        conn.close()
 
 
 def broker_urls(silent_port: int) -> dict[str, str]:
@@ -53,8 +24,8 @@ def broker_urls(silent_port: int) -> dict[str, str]:
 @pytest.mark.django_db
 @pytest.mark.parametrize("which", ["closed port", "accepts, never answers", "amqp accepts, never answers"])
 @pytest.mark.parametrize("bound", [2.0, 1.0])
-def test_status_answers_within_the_bound(api, settings, silent_server, which, bound):
-    settings.CELERY_BROKER_URL = broker_urls(silent_server)[which]
+def test_status_answers_within_the_bound(api, settings, silent_port, which, bound):
+    settings.CELERY_BROKER_URL = broker_urls(silent_port)[which]
     settings.CELERY_BROKER_TRANSPORT_OPTIONS = {}
     settings.CELERY_BROKER_TIMEOUT = bound
 
@@ -77,8 +48,8 @@ def test_status_answers_within_the_bound(api, settings, silent_server, which, bo
 
 @pytest.mark.django_db
 @pytest.mark.parametrize("which", ["closed port", "accepts, never answers"])
-def test_purge_is_503_within_the_bound(api, settings, silent_server, which):
-    settings.CELERY_BROKER_URL = broker_urls(silent_server)[which]
+def test_purge_is_503_within_the_bound(api, settings, silent_port, which):
+    settings.CELERY_BROKER_URL = broker_urls(silent_port)[which]
     settings.CELERY_BROKER_TRANSPORT_OPTIONS = {}
 
     started = time.monotonic()

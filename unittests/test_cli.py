@@ -4,12 +4,9 @@ real Redis and real workers, or a broker that is down for real.
 
 import json
 import shutil
-import socket
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Iterator
 
 import pytest
 
@@ -143,32 +140,6 @@ def test_min_workers_overrides_the_setting(redis_only, database):
 
     assert run_cli(redis_only, database, "--min-workers", "1", DD_CELERY_MIN_WORKERS="2").returncode == 0
     assert run_cli(redis_only, database, DD_CELERY_MIN_WORKERS="2").returncode == 1
-
-
-@pytest.fixture
-def silent_port() -> Iterator[int]:
-    """A TCP server that accepts connections and never sends a byte."""
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(16)
-    server.settimeout(0.2)
-    accepted: list[socket.socket] = []
-    stop = threading.Event()
-
-    def accept_forever() -> None:
-        while not stop.is_set():
-            try:
-                accepted.append(server.accept()[0])
-            except TimeoutError:
-                continue
-
-    thread = threading.Thread(target=accept_forever, daemon=True)
-    thread.start()
-    yield server.getsockname()[1]
-    stop.set()
-    thread.join()
-    for conn in [*accepted, server]:
-        conn.close()
 
 
 @pytest.fixture(scope="module")
