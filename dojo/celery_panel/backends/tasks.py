@@ -62,6 +62,16 @@ def pretty(value: Any) -> str:
     return json.dumps(value, indent=2, sort_keys=True, default=str)
 
 
+def own_time_limits(app: Any, task: Any) -> dict[str, int | None]:
+    """The limits a task sets itself. Celery copies the app's limits onto every task that
+    sets none when it binds it, so a value equal to the app's is not the task's own."""
+    own = {}
+    for attr in ("time_limit", "soft_time_limit"):
+        value = getattr(task, attr, None)
+        own[f"task_{attr}"] = None if value == app.conf.get(f"task_{attr}") else value
+    return own
+
+
 def configured_time_limits() -> tuple[int | None, int | None]:
     return (
         getattr(settings, "CELERY_TASK_TIME_LIMIT", None) or None,
@@ -144,8 +154,7 @@ class DjangoCeleryResultsTasksBackend(TasksBackend):
                 "args_json": pretty(row.args),
                 "kwargs_json": pretty(row.kwargs),
                 "result_json": pretty(row.result),
-                "task_time_limit": getattr(task, "time_limit", None),
-                "task_soft_time_limit": getattr(task, "soft_time_limit", None),
+                **own_time_limits(self.app, task),
                 "periodic_task_name": result.periodic_task_name,
                 "content_type": result.content_type,
                 "meta_json": pretty(meta) if meta else None,
@@ -254,8 +263,7 @@ class InspectTasksBackend(TasksBackend):
                         "live_kind": kind,
                         "worker_pid": info.get("worker_pid"),
                         "eta": info.get("eta"),
-                        "task_time_limit": getattr(task, "time_limit", None),
-                        "task_soft_time_limit": getattr(task, "soft_time_limit", None),
+                        **own_time_limits(self.app, task),
                     },
                 )
         return TaskDetailPage(task=None, error=f"Task {task_id} is not held by any live worker")
