@@ -337,3 +337,26 @@ def api(superuser) -> APIClient:
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=superuser).key}")
     return client
+
+
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"]
+
+
+@pytest.fixture
+def browser_page() -> Iterator:
+    """A page in Debian's headless Chromium driven by Playwright; `page.console_errors` collects errors."""
+    chromium = require("chromium")
+    from playwright.sync_api import sync_playwright
+
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"  # Playwright's sync API runs an event loop
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        errors: list[str] = []
+        page.on("console", lambda msg: msg.type == "error" and errors.append(msg.text))
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.console_errors = errors
+        # The admin links no favicon, so Chromium asks for /favicon.ico; that 404 is not ours to report.
+        page.route("**/favicon.ico", lambda route: route.fulfill(status=204))
+        yield page
+        browser.close()

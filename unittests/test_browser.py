@@ -1,40 +1,15 @@
 """The System Settings page in headless Chromium against a real Redis broker."""
 
 import json
-import os
 import re
-import shutil
 import time
 from datetime import timedelta
 
 import pytest
 from django.urls import reverse
 
-from unittests.conftest import IN_CI, make_user, wait_for
+from unittests.conftest import make_user, wait_for
 from unittests.test_celery_status import publish
-
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"]
-
-
-@pytest.fixture
-def browser_page():
-    chromium = shutil.which("chromium")
-    if chromium is None:
-        if IN_CI:
-            pytest.fail("chromium is not installed")
-        pytest.skip("chromium is not installed")
-    from playwright.sync_api import sync_playwright
-
-    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"  # Playwright's sync API runs an event loop
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
-        page = browser.new_page()
-        console_errors: list[str] = []
-        page.on("console", lambda msg: msg.type == "error" and console_errors.append(msg.text))
-        page.on("pageerror", lambda exc: console_errors.append(str(exc)))
-        page.console_errors = console_errors
-        yield page
-        browser.close()
 
 
 def log_in(page, live_server) -> None:

@@ -1,46 +1,17 @@
 """The Celery panel's pages in headless Chromium, logged into the admin as staff, with a real worker."""
 
-import os
-import shutil
-from collections.abc import Iterator
-
 import pytest
 from django.urls import reverse
 
-from unittests.conftest import IN_CI, make_user
+from unittests.conftest import make_user
 from unittests.test_panel_pages import TASKS_TEMPLATE
-
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"]
-
-
-@pytest.fixture
-def chromium_page() -> Iterator:
-    chromium = shutil.which("chromium")
-    if chromium is None:
-        if IN_CI:
-            pytest.fail("chromium is not installed")
-        pytest.skip("chromium is not installed")
-    from playwright.sync_api import sync_playwright
-
-    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"  # Playwright's sync API runs an event loop
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1280, "height": 900})
-        errors: list[str] = []
-        page.on("console", lambda msg: msg.type == "error" and errors.append(msg.text))
-        page.on("pageerror", lambda exc: errors.append(str(exc)))
-        page.console_errors = errors
-        # The admin links no favicon, so Chromium asks for /favicon.ico; that 404 is not the panel's.
-        page.route("**/favicon.ico", lambda route: route.fulfill(status=204))
-        yield page
-        browser.close()
 
 
 @pytest.mark.django_db(transaction=True)
-def test_screenshot_every_panel_page(redis_only, live_server, chromium_page, tmp_path):
+def test_screenshot_every_panel_page(redis_only, live_server, browser_page, tmp_path):
     make_user("staff", staff=True)
     worker = redis_only.start_worker("w1")
-    page = chromium_page
+    page = browser_page
 
     page.goto(live_server.url + reverse("admin:index"))
     page.fill("#id_username", "staff")
