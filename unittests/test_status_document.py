@@ -209,3 +209,20 @@ def test_health_probes_flip(redis_only, client, settings):
     gone = client.get(ready)
     assert gone.status_code == 503 and gone.json()["reasons"] == ["broker unreachable"]
     assert client.get(live).status_code == 200
+
+
+@pytest.mark.django_db
+def test_expensive_endpoints_are_throttled_per_user(filesystem_only, api, monkeypatch):
+    """DD_CELERY_API_THROTTLE_RATE feeds DRF's scoped throttle; here a low rate is set directly."""
+    from rest_framework.test import APIClient
+    from rest_framework.throttling import ScopedRateThrottle
+
+    from unittests.conftest import make_user
+
+    monkeypatch.setattr(ScopedRateThrottle, "THROTTLE_RATES", {"celery": "3/min"})
+    assert [api.get(STATUS).status_code for _ in range(4)] == [200, 200, 200, 429]
+    assert api.get(reverse("celery_tasks")).status_code == 429  # one budget for the expensive endpoints
+
+    other = APIClient()
+    other.force_authenticate(make_user("other-admin", superuser=True))
+    assert other.get(STATUS).status_code == 200  # per user
