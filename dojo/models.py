@@ -40,6 +40,7 @@ class CeleryStatusSnapshot(models.Model):
     """The Celery status at one moment, recorded every minute by beat (dojo.tasks.record_celery_snapshot)."""
 
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    backend = models.CharField(max_length=100, default="default", db_index=True)
     broker_status = models.BooleanField()
     workers = models.PositiveIntegerField()
     active_tasks = models.PositiveIntegerField()
@@ -73,3 +74,133 @@ class CeleryWorkerSeen(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} (last seen {self.last_seen:%Y-%m-%d %H:%M:%S})"
+
+
+class QueuePause(models.Model):
+    """A queue the workers of a backend must not consume; read by every worker as it starts."""
+
+    backend = models.CharField(max_length=100, default="default")
+    queue = models.CharField(max_length=255)
+    paused_at = models.DateTimeField(auto_now_add=True)
+    paused_by = models.CharField(max_length=150, blank=True)
+
+    class Meta:
+        ordering = ["backend", "queue"]
+        constraints = [models.UniqueConstraint(fields=["backend", "queue"], name="unique_queue_pause")]
+
+    def __str__(self) -> str:
+        return f"{self.queue} paused on {self.backend}"
+
+
+class TaskRevocation(models.Model):
+    """A revoked task id, loaded by workers that start after the revoke was broadcast."""
+
+    backend = models.CharField(max_length=100, default="default")
+    task_id = models.CharField(max_length=255)
+    terminate = models.BooleanField(default=False)
+    revoked_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-revoked_at"]
+        constraints = [models.UniqueConstraint(fields=["backend", "task_id"], name="unique_task_revocation")]
+
+    def __str__(self) -> str:
+        return f"{self.task_id} revoked on {self.backend}"
+
+
+class CeleryProcess(models.Model):
+    """A worker, one of its pool children, or beat, with the heartbeat it last wrote."""
+
+    class Kind(models.TextChoices):
+        WORKER = "worker"
+        POOL = "pool"
+        BEAT = "beat"
+
+    backend = models.CharField(max_length=100, default="default")
+    name = models.CharField(max_length=255)
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.CASCADE, related_name="children")
+    hostname = models.CharField(max_length=255)
+    pid = models.PositiveIntegerField()
+    started_at = models.DateTimeField()
+    last_heartbeat_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        ordering = ["backend", "name"]
+        constraints = [models.UniqueConstraint(fields=["backend", "name"], name="unique_celery_process")]
+        verbose_name_plural = "celery processes"
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.name}"
+
+
+class SemaphoreSlot(models.Model):
+    """A held slot of a concurrency limit, for brokers without a server-side store (Redis keeps its own)."""
+
+    backend = models.CharField(max_length=100, default="default")
+    key = models.CharField(max_length=255)
+    holder = models.CharField(max_length=255)  # the task id
+    limit = models.PositiveIntegerField()
+    expires_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["backend", "key", "holder"], name="unique_semaphore_slot")]
+
+    def __str__(self) -> str:
+        return f"{self.key}: {self.holder}"
+
+
+class SemaphoreWaiter(models.Model):
+    """A task that found no free slot and was retried later: it counts as blocked on its queue."""
+
+    backend = models.CharField(max_length=100, default="default")
+    key = models.CharField(max_length=255)
+    task_id = models.CharField(max_length=255)
+    task_name = models.CharField(max_length=255)
+    queue = models.CharField(max_length=255)
+    blocked_since = models.DateTimeField()
+    retry_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["backend", "key", "task_id"], name="unique_semaphore_waiter")]
+
+    def __str__(self) -> str:
+        return f"{self.key}: {self.task_id} waiting"
+
+
+class CeleryAuditLog(models.Model):
+    """One Celery control an operator asked for: who, when, where, what, and what came of it.
+
+    Its Meta permissions are the per-action rights; superusers hold them all.
+    """
+
+    class Result(models.TextChoices):
+        OK = "ok"
+        REFUSED = "refused"
+        FAILED = "failed"
+
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    user = models.ForeignKey("auth.User", null=True, blank=True, on_delete=models.SET_NULL)
+    username = models.CharField(max_length=150)
+    backend = models.CharField(max_length=100)
+    action = models.CharField(max_length=50, db_index=True)
+    target = models.CharField(max_length=255)
+    result = models.CharField(max_length=10, choices=Result.choices)
+    counts = models.JSONField(default=dict, blank=True)
+    detail = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        default_permissions = ("view",)
+        permissions = [
+            ("purge_queue", "Can purge Celery queues"),
+            ("pause_queue", "Can pause and resume Celery queues"),
+            ("retry_task", "Can retry failed Celery tasks"),
+            ("revoke_task", "Can revoke queued Celery tasks"),
+            ("terminate_task", "Can terminate running Celery tasks"),
+            ("run_periodic_task", "Can run periodic tasks now"),
+            ("toggle_periodic_task", "Can enable and disable periodic tasks"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.created_at:%Y-%m-%d %H:%M:%S} {self.username} {self.action} {self.target}: {self.result}"

@@ -320,6 +320,25 @@ def rabbitmq_broker(settings, tmp_path) -> Iterator[Broker]:
         rabbitmqctl("delete_vhost", vhost)
 
 
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(django_db_modify_db_settings, tmp_path_factory) -> None:
+    """The test database is a SQLite file (not memory), so real workers can share it (see shared_database)."""
+    from django.conf import settings
+
+    database = settings.DATABASES["default"]
+    if database["ENGINE"] == "django.db.backends.sqlite3":
+        database.setdefault("TEST", {})["NAME"] = str(tmp_path_factory.mktemp("db") / "test.sqlite3")
+
+
+@pytest.fixture
+def shared_database(transactional_db) -> str:
+    """DD_DATABASE_URL of the test database, for workers that must see and write the test's rows
+    (pauses, revocations, heartbeats, results). Rows are committed, hence transactional_db."""
+    from django.db import connection
+
+    return f"sqlite:///{connection.settings_dict['NAME']}"
+
+
 def make_user(username: str, *, staff: bool = False, superuser: bool = False) -> User:
     return User.objects.create_user(
         username, password="pw-" + username, is_staff=staff or superuser, is_superuser=superuser

@@ -44,7 +44,7 @@ def test_permission_matrix(filesystem_only, auth, role, expected):
         purge = client.post(PURGE, {"queue": "celery"}, format="json")
     assert purge.status_code == expected
     if expected == 200:
-        assert purge.json() == {"queue": "celery", "purged": 0}
+        assert purge.json() == {"queue": "celery", "purged": 0, "backend": "default"}
     if expected == 401:
         assert purge["WWW-Authenticate"].startswith("Token")
 

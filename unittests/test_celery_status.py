@@ -64,12 +64,12 @@ def test_purge_removes_exactly_the_named_queue(broker, api, settings):
 
     response = api.post(PURGE, {}, format="json")
     assert response.status_code == 200
-    assert response.json() == {"queue": "celery", "purged": 7}
+    assert response.json() == {"queue": "celery", "purged": 7, "backend": "default"}
     assert api.get(STATUS).json()["queue_length"] == 0
 
     response = api.post(PURGE, {"queue": "reports"}, format="json")
-    assert response.json() == {"queue": "reports", "purged": 4}
-    assert api.post(PURGE, {"queue": "reports"}, format="json").json() == {"queue": "reports", "purged": 0}
+    assert response.json() == {"queue": "reports", "purged": 4, "backend": "default"}
+    assert api.post(PURGE, {"queue": "reports"}, format="json").json() == {"queue": "reports", "purged": 0, "backend": "default"}
 
 
 @pytest.mark.django_db

@@ -111,15 +111,15 @@ def test_purge_removes_exactly_the_named_queue(rabbit, api, settings):
 
     response = api.post(PURGE, {"queue": "reports"}, format="json")
     assert response.status_code == 200
-    assert response.json() == {"queue": "reports", "purged": 7}
+    assert response.json() == {"queue": "reports", "purged": 7, "backend": "default"}
     body = status(api)
     assert body["queues"]["reports"]["ready"] == 0
     assert body["queue_length"] == 4
     listed = rabbit_queues(rabbit)
     assert (listed["reports"]["messages_ready"], listed["celery"]["messages_ready"]) == (0, 4)
 
-    assert api.post(PURGE, {"queue": "reports"}, format="json").json() == {"queue": "reports", "purged": 0}
-    assert api.post(PURGE, {}, format="json").json() == {"queue": "celery", "purged": 4}
+    assert api.post(PURGE, {"queue": "reports"}, format="json").json() == {"queue": "reports", "purged": 0, "backend": "default"}
+    assert api.post(PURGE, {}, format="json").json() == {"queue": "celery", "purged": 4, "backend": "default"}
     assert rabbit_queues(rabbit)["celery"]["messages_ready"] == 0
 
 
@@ -145,7 +145,7 @@ def test_looking_creates_no_queue(rabbit, api, settings):
     assert body["broker_status"] is True
     assert body["queues"]["absent"] == {"ready": 0, "consumers": 0}
     assert body["queues"]["celery"] == {"ready": 0, "consumers": 0}
-    assert api.post(PURGE, {"queue": "absent"}, format="json").json() == {"queue": "absent", "purged": 0}
+    assert api.post(PURGE, {"queue": "absent"}, format="json").json() == {"queue": "absent", "purged": 0, "backend": "default"}
 
     created = set(rabbit_queues(rabbit)) - before
     assert "absent" not in created
@@ -175,7 +175,7 @@ def test_queue_declared_with_other_arguments_is_read_and_purged(rabbit, api, set
 
     response = api.post(PURGE, {"queue": "reports"}, format="json")
     assert response.status_code == 200, response.content
-    assert response.json() == {"queue": "reports", "purged": 6}
+    assert response.json() == {"queue": "reports", "purged": 6, "backend": "default"}
     assert status(api)["queues"]["reports"]["ready"] == 0
     arguments = rabbitmqctl("list_queues", "-s", "-p", vhost(rabbit), "name", "arguments")
     assert "x-max-priority" in arguments  # still the queue that was declared, not a new one

@@ -13,6 +13,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from dojo.api_v2.backends import BACKEND_PARAMETER, requested_backend
 from dojo.api_v2.serializers import LivenessSerializer, ReadinessSerializer
 from dojo.celery_ops import get_status
 from dojo.celery_ops.readiness import readiness
@@ -34,8 +35,10 @@ class HealthReadyView(APIView):
     @extend_schema(
         tags=["health"],
         summary="200 when the broker answers and at least DD_CELERY_MIN_WORKERS workers are alive, else 503",
+        parameters=[BACKEND_PARAMETER],
         responses={200: ReadinessSerializer, 503: ReadinessSerializer},
     )
     def get(self, request: Request) -> Response:
-        result = readiness(get_status() if settings.CELERY_ENABLED else None)
+        backend = requested_backend(request)
+        result = readiness(get_status(backend=backend) if settings.CELERY_ENABLED else None)
         return Response(dataclasses.asdict(result), status=200 if result.ready else 503)

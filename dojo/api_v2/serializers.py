@@ -1,5 +1,6 @@
 from rest_framework import serializers
 
+from dojo.api_v2.backends import BackendField
 from dojo.celery_ops import configured_queues
 
 
@@ -71,6 +72,7 @@ class AlertSerializer(serializers.Serializer):
 
 class CeleryStatusSerializer(serializers.Serializer):
     enabled = serializers.BooleanField(help_text="Celery is in use by this instance.")
+    backend = serializers.CharField(help_text="The alias of the backend this status is of.")
     connected = serializers.BooleanField(help_text="The broker answered (same as broker_status).")
     broker_status = serializers.BooleanField(help_text="The broker answered within the time bound.")
     worker_status = serializers.BooleanField(help_text="At least one worker answered.")
@@ -107,6 +109,7 @@ class CeleryQueuePurgeRequestSerializer(serializers.Serializer):
     queue = serializers.ChoiceField(
         choices=[], required=False, help_text="A configured queue; the default queue when omitted."
     )
+    backend = BackendField()
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -116,6 +119,7 @@ class CeleryQueuePurgeRequestSerializer(serializers.Serializer):
 class CeleryQueuePurgeSerializer(serializers.Serializer):
     queue = serializers.CharField(help_text="The queue that was purged.")
     purged = serializers.IntegerField(help_text="How many ready messages were removed.")
+    backend = serializers.CharField(help_text="The backend whose queue was purged.")
 
 
 class ErrorSerializer(serializers.Serializer):
@@ -134,6 +138,7 @@ class TaskSearchQuerySerializer(serializers.Serializer):
     arg = serializers.CharField(required=False, default="", help_text="Text found in the args or kwargs.")
     limit = serializers.IntegerField(required=False, default=100, min_value=1, max_value=1000)
     refresh = serializers.BooleanField(required=False, default=False, help_text="Read the live tasks now.")
+    backend = BackendField()
 
     def validate_state(self, value: str) -> str:
         return value.upper()
@@ -162,6 +167,7 @@ class HistoryQuerySerializer(serializers.Serializer):
     since = serializers.DateTimeField(
         required=False, help_text="ISO 8601 date and time; default: one hour ago. Kept: DD_CELERY_HISTORY_DAYS."
     )
+    backend = BackendField()
 
 
 class SnapshotSerializer(serializers.Serializer):
@@ -176,6 +182,7 @@ class SnapshotSerializer(serializers.Serializer):
 
 
 class HistorySerializer(serializers.Serializer):
+    backend = serializers.CharField()
     since = serializers.DateTimeField()
     points = SnapshotSerializer(many=True)
 

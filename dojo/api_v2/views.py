@@ -11,6 +11,7 @@ from rest_framework.response import Response
 from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
+from dojo.api_v2.backends import BACKEND_PARAMETER, requested_backend
 from dojo.api_v2.serializers import (
     CeleryDisabledSerializer,
     CeleryQueuePurgeRequestSerializer,
@@ -43,7 +44,7 @@ class CeleryStatusView(APIView):
     @extend_schema(
         tags=["celery"],
         summary="The Celery cluster status: broker, queues, workers, their tasks and alerts",
-        parameters=[REFRESH],
+        parameters=[REFRESH, BACKEND_PARAMETER],
         responses={
             200: PolymorphicProxySerializer(
                 "CeleryStatusOrDisabled",
@@ -58,8 +59,9 @@ class CeleryStatusView(APIView):
     def get(self, request: Request) -> Response:
         if not settings.CELERY_ENABLED:
             return Response(CELERY_DISABLED)
+        backend = requested_backend(request)
         refresh = request.query_params.get("refresh", "").lower() in ("1", "true", "yes")
-        return Response(CeleryStatusSerializer(get_status(refresh=refresh)).data)
+        return Response(CeleryStatusSerializer(get_status(refresh=refresh, backend=backend)).data)
 
 
 class CeleryQueuePurgeView(APIView):
@@ -84,14 +86,15 @@ class CeleryQueuePurgeView(APIView):
             return Response({"detail": CELERY_DISABLED["message"]}, status=status.HTTP_503_SERVICE_UNAVAILABLE)
         if not SystemSettings.load().allow_queue_purge:
             return Response({"detail": "Queue purge is disabled in System Settings."}, status=status.HTTP_403_FORBIDDEN)
+        backend = body.validated_data.get("backend")
         try:
-            result = purge_queue(body.validated_data.get("queue"))
+            result = purge_queue(body.validated_data.get("queue"), backend)
         except BrokerUnavailable as exc:
             return Response(
                 {"detail": f"Celery broker unreachable, nothing was purged: {exc}"},
                 status=status.HTTP_503_SERVICE_UNAVAILABLE,
             )
-        forget_status()
+        forget_status(backend)
         return Response(CeleryQueuePurgeSerializer(result).data)
 
 
@@ -112,7 +115,8 @@ class CeleryTaskSearchView(APIView):
         params.is_valid(raise_exception=True)
         query = dict(params.validated_data)
         refresh = query.pop("refresh")
-        found = find_tasks(get_status(refresh=refresh), TaskQuery(**query))
+        backend = query.pop("backend", None)
+        found = find_tasks(get_status(refresh=refresh, backend=backend), TaskQuery(**query))
         return Response(TaskSearchSerializer({"count": len(found), "results": found}).data)
 
 
@@ -130,4 +134,6 @@ class CeleryHistoryView(APIView):
         params = HistoryQuerySerializer(data=request.query_params)
         params.is_valid(raise_exception=True)
         since = params.validated_data.get("since") or timezone.now() - timedelta(hours=1)
-        return Response(HistorySerializer({"since": since, "points": snapshots_since(since)}).data)
+        alias = params.validated_data["backend"].alias if "backend" in params.validated_data else "default"
+        points = snapshots_since(since, alias)
+        return Response(HistorySerializer({"backend": alias, "since": since, "points": points}).data)

@@ -58,6 +58,7 @@ def _growing_steadily(lengths: list[int | None], history: Sequence[CeleryStatusS
     return never_shrank and lengths[-1] > lengths[0]
 
 
-def recent_history() -> list[CeleryStatusSnapshot]:
+def recent_history(backend: str = "default") -> list[CeleryStatusSnapshot]:
     since = timezone.now() - GROWTH_WINDOW
-    return list(CeleryStatusSnapshot.objects.filter(created_at__gte=since).order_by("created_at"))
+    rows = CeleryStatusSnapshot.objects.filter(backend=backend, created_at__gte=since)
+    return list(rows.order_by("created_at"))

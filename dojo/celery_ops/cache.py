@@ -13,6 +13,7 @@ from django.conf import settings
 from django.core.cache import cache
 
 from dojo.celery_ops.alerts import compute_alerts, recent_history
+from dojo.celery_ops.backends import DEFAULT_ALIAS, CeleryBackend, get_backend
 from dojo.celery_ops.connection import broker_timeout, mask_url
 from dojo.celery_ops.registry import record_seen
 from dojo.celery_ops.status import CeleryStatus, read_status
@@ -21,24 +22,26 @@ CACHE_KEY = "dojo.celery_ops.status"
 _read_lock = threading.Lock()
 
 
-def get_status(refresh: bool = False) -> CeleryStatus:
-    """The cached status, or a fresh one when the cache is empty or `refresh` is set.
+def get_status(refresh: bool = False, backend: CeleryBackend | None = None) -> CeleryStatus:
+    """The cached status of `backend` (the main one if None), or a fresh one when the
+    cache is empty or `refresh` is set.
 
     A refresh accepts a read that started after it was asked for, so concurrent
     refreshes share one read too.
     """
+    backend = backend or get_backend()
     if settings.CELERY_STATUS_CACHE_SECONDS <= 0:
-        return _read_with_alerts()
-    key = _cache_key()
+        return _read_with_alerts(backend)
+    key = _cache_key(backend)
     not_before = time.time() if refresh else 0.0
     with _read_lock:
         cached = cache.get(key)
         if cached is not None and cached.read_at >= not_before:
             return cached
-        return _read_once_across_processes(key, not_before)
+        return _read_once_across_processes(key, not_before, backend)
 
 
-def _read_once_across_processes(key: str, not_before: float) -> CeleryStatus:
+def _read_once_across_processes(key: str, not_before: float, backend: CeleryBackend) -> CeleryStatus:
     lock_key = f"{key}:reading"
     give_up_at = time.monotonic() + broker_timeout() + 0.5
     while not cache.add(lock_key, True, timeout=int(broker_timeout()) + 2):
@@ -49,23 +52,24 @@ def _read_once_across_processes(key: str, not_before: float) -> CeleryStatus:
         if cached is not None and cached.read_at >= not_before:
             return cached
     try:
-        status = _read_with_alerts()
+        status = _read_with_alerts(backend)
         cache.set(key, status, settings.CELERY_STATUS_CACHE_SECONDS)
         return status
     finally:
         cache.delete(lock_key)
 
 
-def _read_with_alerts() -> CeleryStatus:
-    status = read_status()
-    record_seen(status)
-    return dataclasses.replace(status, alerts=compute_alerts(status, recent_history()))
+def _read_with_alerts(backend: CeleryBackend) -> CeleryStatus:
+    status = read_status(backend)
+    if backend.alias == DEFAULT_ALIAS:  # the panel's worker list is the main backend's
+        record_seen(status)
+    return dataclasses.replace(status, alerts=compute_alerts(status, recent_history(backend.alias)))
 
 
-def forget_status() -> None:
+def forget_status(backend: CeleryBackend | None = None) -> None:
     """Drop the cached status (after an action that changed it, such as a purge)."""
-    cache.delete(_cache_key())
+    cache.delete(_cache_key(backend or get_backend()))
 
 
-def _cache_key() -> str:
-    return f"{CACHE_KEY}:{mask_url(settings.CELERY_BROKER_URL)}"
+def _cache_key(backend: CeleryBackend) -> str:
+    return f"{CACHE_KEY}:{mask_url(backend.broker_url)}"

@@ -9,6 +9,8 @@ from django.conf import settings
 from kombu import Connection
 from kombu.exceptions import OperationalError
 
+from dojo.celery_ops.backends import CeleryBackend, celery_backends, get_backend
+
 MASK = "****"
 # Query parameters that carry credentials in some transports' URLs.
 SECRET_QUERY_KEY = re.compile(r"pass|secret|token|key|credential", re.IGNORECASE)
@@ -49,8 +51,9 @@ def _mask_one(url: str) -> str:
 
 
 def redact(text: str) -> str:
-    """Remove the broker password from `text` (an exception message, say)."""
-    for part in settings.CELERY_BROKER_URL.split(";"):
+    """Remove every configured broker's password from `text` (an exception message, say)."""
+    urls = ";".join(backend.broker_url for backend in celery_backends().values())
+    for part in urls.split(";"):
         try:
             password = urlsplit(part).password
         except ValueError:
@@ -66,30 +69,31 @@ def broker_timeout() -> float:
     return float(settings.CELERY_BROKER_TIMEOUT)
 
 
-def _bounded_transport_options(url: str, timeout: float) -> dict:
+def _bounded_transport_options(backend: CeleryBackend, timeout: float) -> dict:
     """Transport options that put a time bound on connecting, reading and retrying.
 
     Library defaults retry forever or wait on sockets with no timeout (see design.md).
     """
-    if url.startswith(("amqp", "pyamqp")):
+    if backend.is_amqp:
         sockets = {"read_timeout": timeout, "write_timeout": timeout}
     else:
         sockets = {"socket_connect_timeout": timeout, "socket_timeout": timeout}
     # max_retries/interval_start bound kombu's own retry loop around the default channel.
-    return {**settings.CELERY_BROKER_TRANSPORT_OPTIONS, **sockets, "max_retries": 1, "interval_start": 0}
+    return {**backend.transport_options, **sockets, "max_retries": 1, "interval_start": 0}
 
 
 @contextmanager
-def broker_connection(timeout: float | None = None) -> Iterator[Connection]:
-    """Yield a connected kombu Connection whose every call is bounded by `timeout`.
+def broker_connection(timeout: float | None = None, backend: CeleryBackend | None = None) -> Iterator[Connection]:
+    """Yield a connected kombu Connection to `backend` (the main one if None) whose every
+    call is bounded by `timeout`.
 
     Any broker failure inside the block is raised as BrokerUnavailable, with the
     password removed from the message.
     """
     timeout = broker_timeout() if timeout is None else timeout
-    url = settings.CELERY_BROKER_URL
-    options = _bounded_transport_options(url, timeout)
-    conn = Connection(url, connect_timeout=timeout, transport_options=options)
+    backend = backend or get_backend()
+    options = _bounded_transport_options(backend, timeout)
+    conn = Connection(backend.broker_url, connect_timeout=timeout, transport_options=options)
     # Channel errors that reach here are refusals (a wrong password, no permission): the
     # broker cannot be used. NOT_FOUND on a passive declare is handled where it is expected.
     errors = (OSError, OperationalError, *conn.connection_errors, *conn.channel_errors)

@@ -5,15 +5,28 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.utils import timezone
 
+from dojo.celery_ops.backends import celery_backends
 from dojo.celery_ops.cache import get_status
 from dojo.celery_ops.registry import prune_seen
+from dojo.celery_ops.status import CeleryStatus
 from dojo.models import CeleryStatusSnapshot
 
 
-def record_snapshot() -> CeleryStatusSnapshot:
-    """Store the current status and prune snapshots past the kept days."""
-    status = get_status()
-    snapshot = CeleryStatusSnapshot.objects.create(
+def record_snapshot() -> list[CeleryStatusSnapshot]:
+    """Store the current status of every backend and prune snapshots past the kept days."""
+    snapshots = []
+    for backend in celery_backends().values():
+        status = get_status(backend=backend)
+        snapshots.append(_snapshot(status))
+    cutoff = timezone.now() - timedelta(days=settings.CELERY_HISTORY_DAYS)
+    CeleryStatusSnapshot.objects.filter(created_at__lt=cutoff).delete()
+    prune_seen()
+    return snapshots
+
+
+def _snapshot(status: CeleryStatus) -> CeleryStatusSnapshot:
+    return CeleryStatusSnapshot.objects.create(
+        backend=status.backend,
         broker_status=status.broker_status,
         workers=status.workers,
         active_tasks=status.active_tasks,
@@ -22,11 +35,8 @@ def record_snapshot() -> CeleryStatusSnapshot:
         queue_lengths={name: queue.ready for name, queue in status.queues.items()},
         active_by_worker={name: len(tasks) for name, tasks in status.queue_details["active"].items()},
     )
-    cutoff = timezone.now() - timedelta(days=settings.CELERY_HISTORY_DAYS)
-    CeleryStatusSnapshot.objects.filter(created_at__lt=cutoff).delete()
-    prune_seen()
-    return snapshot
 
 
-def snapshots_since(since: datetime) -> list[CeleryStatusSnapshot]:
-    return list(CeleryStatusSnapshot.objects.filter(created_at__gte=since).order_by("created_at"))
+def snapshots_since(since: datetime, backend: str = "default") -> list[CeleryStatusSnapshot]:
+    rows = CeleryStatusSnapshot.objects.filter(backend=backend, created_at__gte=since)
+    return list(rows.order_by("created_at"))

@@ -6,6 +6,7 @@ from django.conf import settings
 from kombu import Connection
 from kombu.exceptions import ChannelError
 
+from dojo.celery_ops.backends import CeleryBackend
 from dojo.celery_ops.connection import broker_connection
 
 
@@ -17,6 +18,7 @@ class UnknownQueue(ValueError):
 class PurgeResult:
     queue: str
     purged: int
+    backend: str = "default"
 
 
 def configured_queues() -> list[str]:
@@ -47,8 +49,9 @@ def read_queue(conn: Connection, name: str) -> tuple[int, int | None]:
     return declared.message_count, declared.consumer_count if counts_consumers else None
 
 
-def purge_queue(name: str | None = None) -> PurgeResult:
-    """Remove every ready message from the configured queue `name` (default queue if None).
+def purge_queue(name: str | None = None, backend: CeleryBackend | None = None) -> PurgeResult:
+    """Remove every ready message from the configured queue `name` (default queue if None)
+    on `backend` (the main one if None).
 
     Raises UnknownQueue for a name that is not configured (nothing is touched) and
     BrokerUnavailable when the broker does not answer in time.
@@ -56,9 +59,9 @@ def purge_queue(name: str | None = None) -> PurgeResult:
     name = name or default_queue()
     if name not in configured_queues():
         raise UnknownQueue(name)
-    with broker_connection() as conn, conn.channel() as channel:
+    with broker_connection(backend=backend) as conn, conn.channel() as channel:
         try:
             purged = channel.queue_purge(name)
         except ChannelError:  # absent queue: nothing to purge
             purged = 0
-    return PurgeResult(queue=name, purged=purged or 0)
+    return PurgeResult(queue=name, purged=purged or 0, backend=backend.alias if backend else "default")

@@ -5,6 +5,7 @@ from dataclasses import dataclass, field
 
 from django.conf import settings
 
+from dojo.celery_ops.backends import DEFAULT_ALIAS, CeleryBackend, get_backend
 from dojo.celery_ops.connection import BrokerUnavailable, broker_connection, broker_timeout, mask_url
 from dojo.celery_ops.queues import configured_queues, default_queue, read_queue
 from dojo.celery_ops.workers import query_workers
@@ -39,6 +40,7 @@ class CeleryStatus:
     read_at: float = field(default_factory=time.time)
     alerts: list[Alert] = field(default_factory=list)
     enabled: bool = True
+    backend: str = DEFAULT_ALIAS
 
     @property
     def connected(self) -> bool:
@@ -90,7 +92,7 @@ class CeleryStatus:
 
     @property
     def broker_url(self) -> str:
-        return mask_url(settings.CELERY_BROKER_URL)
+        return mask_url(get_backend(self.backend).broker_url)
 
     @property
     def task_time_limit(self) -> int | None:
@@ -105,27 +107,31 @@ class CeleryStatus:
         return settings.CELERY_TASK_DEFAULT_EXPIRES or None
 
 
-def read_status() -> CeleryStatus:
-    """Read the status from the broker and the workers within the broker time bound.
+def read_status(backend: CeleryBackend | None = None) -> CeleryStatus:
+    """Read the status from `backend`'s broker (the main one if None) and its workers
+    within the broker time bound.
 
     The queue reads come first: they are cheap and prove the broker answers. The one
     broadcast gets what is left of the time bound.
     """
     read_at = time.time()
     deadline = time.monotonic() + broker_timeout()
+    backend = backend or get_backend()
     queue = default_queue()
     try:
-        with broker_connection() as conn:
+        with broker_connection(backend=backend) as conn:
             read = {name: read_queue(conn, name) for name in configured_queues()}
             consumers = {name: queue_consumers for name, (_ready, queue_consumers) in read.items()}
             replies = query_workers(conn, STATUS_COMMAND, deadline - time.monotonic(), consumers)
     except BrokerUnavailable as exc:
-        return CeleryStatus(broker_status=False, queue=queue, error=str(exc), read_at=read_at)
+        return CeleryStatus(broker_status=False, queue=queue, error=str(exc), read_at=read_at, backend=backend.alias)
     queues = {
         name: QueueState(ready=ready, consumers=consumers if consumers is not None else _consuming(replies, name))
         for name, (ready, consumers) in read.items()
     }
-    return CeleryStatus(broker_status=True, queue=queue, queues=queues, worker_replies=replies, read_at=read_at)
+    return CeleryStatus(
+        broker_status=True, queue=queue, queues=queues, worker_replies=replies, read_at=read_at, backend=backend.alias
+    )
 
 
 def _consuming(replies: dict[str, dict], queue: str) -> int:

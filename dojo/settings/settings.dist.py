@@ -30,6 +30,11 @@ env = environ.Env(
     DD_CELERY_BROKER_URL=(str, "filesystem://localhost/"),
     # Broker transport options as JSON (Redis priority steps, key prefix, ...).
     DD_CELERY_BROKER_TRANSPORT_OPTIONS=(str, "{}"),
+    # More Celery backends the pages and the API can switch to, as JSON {alias: broker URL or
+    # {"broker_url": ..., "transport_options": {...}}}; the main broker above is "default".
+    DD_CELERY_BACKENDS=(str, "{}"),
+    # Turn every Celery control (purge, pause, retry, revoke, ...) off: 403, and no buttons.
+    DD_CELERY_READ_ONLY=(bool, False),
     # Celery result backend; django-db stores results in the project's database.
     DD_CELERY_RESULT_BACKEND=(str, "django-db"),
     # The queues workers consume and the API may purge; the first is the default queue.
@@ -67,6 +72,12 @@ SECRET_KEY = env("DD_SECRET_KEY")
 DEBUG = env("DD_DEBUG")
 ALLOWED_HOSTS = env("DD_ALLOWED_HOSTS")
 DATABASES = {"default": env.db_url_config(env("DD_DATABASE_URL"))}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # Web processes and workers (heartbeats, pauses, results) write to the one file at once:
+    # WAL lets readers go on, IMMEDIATE takes the write lock up front, and a writer waits up to 20 s.
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        timeout=20, transaction_mode="IMMEDIATE", init_command="PRAGMA journal_mode=WAL;"
+    )
 CACHES = {"default": env.cache_url_config(env("DD_CACHE_URL"))}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 TIME_ZONE = env("DD_TIME_ZONE")
@@ -174,6 +185,12 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
     }
     for _key in ("data_folder_in", "data_folder_out", "control_folder", "processed_folder"):
         Path(CELERY_BROKER_TRANSPORT_OPTIONS[_key]).mkdir(parents=True, exist_ok=True)
+CELERY_BACKENDS = {
+    alias: spec if isinstance(spec, dict) else {"broker_url": spec}
+    for alias, spec in json.loads(env("DD_CELERY_BACKENDS")).items()
+}
+# Not a Celery setting: turns off every control in the API and on the pages.
+CELERY_READ_ONLY = env("DD_CELERY_READ_ONLY")
 CELERY_RESULT_BACKEND = env("DD_CELERY_RESULT_BACKEND")
 CELERY_RESULT_EXTENDED = True
 CELERY_TASK_TRACK_STARTED = True
