@@ -25,3 +25,10 @@ class CanControlCelery(BasePermission):
         self.message = f"You need the permission dojo.{view.celery_permission}."
         user = request.user
         return bool(user and user.is_authenticated and user.has_perm(f"dojo.{view.celery_permission}"))
+
+
+class IsStaff(BasePermission):
+    """Staff users: what the admin's Celery pages show (no task arguments beyond truncated previews)."""
+
+    def has_permission(self, request, view) -> bool:
+        return bool(request.user and request.user.is_authenticated and request.user.is_staff)
