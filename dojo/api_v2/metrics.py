@@ -17,6 +17,7 @@ from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.request import Request
 from rest_framework.views import APIView
 
+from dojo.api_v2.backends import requested_backend
 from dojo.api_v2.permissions import IsSuperUser
 from dojo.celery_ops.metrics import exposition
 
@@ -71,4 +72,4 @@ class MetricsView(APIView):
 
     @extend_schema(exclude=True)  # Prometheus text, not part of the JSON API
     def get(self, request: Request) -> HttpResponse:
-        return HttpResponse(exposition(), content_type=CONTENT_TYPE_LATEST)
+        return HttpResponse(exposition(requested_backend(request)), content_type=CONTENT_TYPE_LATEST)

@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from dojo.celery_ops.backends import CeleryBackend
 from dojo.celery_ops.cache import get_status
 from dojo.celery_ops.status import CeleryStatus
 
@@ -27,14 +28,17 @@ def _gauge(
 
 
 class CeleryCollector(Collector):
-    """Metric families from get_status() and, with django-celery-results, the stored results."""
+    """Metric families from get_status() of one backend and, with django-celery-results, the stored results."""
+
+    def __init__(self, backend: CeleryBackend | None = None) -> None:
+        self.backend = backend
 
     def collect(self) -> Iterator[Metric]:
         enabled = bool(settings.CELERY_ENABLED)
         yield _gauge("enabled", "1 when the Celery integration is on (DD_CELERY_ENABLED), else 0.", int(enabled))
         if not enabled:
             return
-        yield from status_metrics(get_status())
+        yield from status_metrics(get_status(backend=self.backend))
         if settings.CELERY_RESULT_BACKEND == "django-db":
             yield task_results_metric()
 
@@ -102,8 +106,8 @@ def task_results_metric() -> Metric:
     return family
 
 
-def exposition() -> bytes:
-    """The metrics in the Prometheus text format, collected into a fresh registry."""
+def exposition(backend: CeleryBackend | None = None) -> bytes:
+    """The metrics of `backend` (the main one if None) in the Prometheus text format, in a fresh registry."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(CeleryCollector())
+    registry.register(CeleryCollector(backend))
     return generate_latest(registry)

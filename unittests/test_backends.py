@@ -1,0 +1,104 @@
+"""Several Celery backends (DD_CELERY_BACKENDS): the main Redis and a RabbitMQ vhost, each with a
+real worker; every endpoint reads or acts on the backend it is asked for, the main one by default."""
+
+import json
+
+import pytest
+from django.urls import reverse
+
+from dojo.celery_ops.backends import DEFAULT_ALIAS, backend_alias_of, celery_backends, get_backend
+from unittests.conftest import Broker
+from unittests.test_rabbitmq import SECRET, publish, rabbit_queues
+
+STATUS = reverse("celery_status")
+PURGE = reverse("celery_queue_purge")
+
+
+@pytest.fixture
+def two_backends(rabbitmq_broker: Broker, redis_only: Broker, settings) -> tuple[Broker, Broker]:
+    """Main backend: the private Redis (redis_only comes last, so it is the main broker); "rabbit": the vhost."""
+    settings.CELERY_BROKER_TIMEOUT = 1.0
+    settings.CELERY_BACKENDS = {"rabbit": {"broker_url": rabbitmq_broker.url}}
+    return redis_only, rabbitmq_broker
+
+
+def test_backends_come_from_the_setting_main_first(settings) -> None:
+    settings.CELERY_BACKENDS = {"rabbit": {"broker_url": "amqp://guest:guest@127.0.0.1:5672//"}}
+    assert list(celery_backends()) == [DEFAULT_ALIAS, "rabbit"]
+    assert get_backend(None).alias == get_backend("").alias == DEFAULT_ALIAS
+    assert get_backend("rabbit").is_amqp
+    assert backend_alias_of("amqp://guest:guest@127.0.0.1:5672//") == "rabbit"
+    assert backend_alias_of("redis://elsewhere:6379/0") == DEFAULT_ALIAS
+
+
+def test_the_environment_variable_takes_urls_or_objects(tmp_path) -> None:
+    """DD_CELERY_BACKENDS as the settings module reads it, in a fresh interpreter."""
+    import subprocess
+    import sys
+
+    spec = {"rabbit": "amqp://guest:guest@h:5672//", "other": {"broker_url": "redis://h:6379/2"}}
+    code = "from django.conf import settings; import json; print(json.dumps(settings.CELERY_BACKENDS))"
+    done = subprocess.run(
+        [sys.executable, "-c", f"import django; django.setup(); {code}"],
+        env={
+            **Broker(kind="none", url="memory://").env(),
+            "DJANGO_SETTINGS_MODULE": "dojo.settings.settings",
+            "DD_CELERY_BACKENDS": json.dumps(spec),
+        },
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == {
+        "rabbit": {"broker_url": "amqp://guest:guest@h:5672//"},
+        "other": {"broker_url": "redis://h:6379/2"},
+    }
+
+
+@pytest.mark.django_db
+def test_status_and_purge_go_to_the_backend_asked_for(two_backends, api) -> None:
+    redis_broker, rabbit = two_backends
+    main_worker = redis_broker.start_worker("main1")
+    rabbit_worker = rabbit.start_worker("rabbit1", queues="reports", DD_CELERY_QUEUES="celery,reports")
+    publish(rabbit, 3, queue="celery")
+
+    main = api.get(STATUS, {"refresh": "1"}).json()
+    assert main["backend"] == DEFAULT_ALIAS
+    assert main["worker_names"] == [main_worker]
+    assert main["broker_url"].startswith("redis://")
+
+    other = api.get(STATUS, {"refresh": "1", "backend": "rabbit"}).json()
+    assert other["backend"] == "rabbit"
+    assert other["worker_names"] == [rabbit_worker]
+    assert other["queues"]["celery"]["ready"] == 3
+    assert SECRET not in json.dumps(other) and "guest:****@" in other["broker_url"]
+
+    purged = api.post(PURGE, {"queue": "celery", "backend": "rabbit"}, format="json")
+    assert purged.status_code == 200, purged.content
+    assert purged.json() == {"queue": "celery", "purged": 3, "backend": "rabbit"}
+    assert rabbit_queues(rabbit)["celery"]["messages_ready"] == 0
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("method", "name", "data"),
+    [
+        ("get", "celery_status", {}),
+        ("get", "celery_tasks", {}),
+        ("get", "celery_history", {}),
+        ("get", "celery_health_ready", {}),
+        ("post", "celery_queue_purge", {}),
+    ],
+)
+def test_an_unknown_backend_is_a_400_naming_the_field(api, method, name, data) -> None:
+    response = getattr(api, method)(
+        reverse(name), {**data, "backend": "nope"}, **({"format": "json"} if method == "post" else {})
+    )
+    assert response.status_code == 400, response.content
+    assert "Unknown Celery backend 'nope'" in response.json()["backend"][0]
+
+
+@pytest.mark.django_db
+def test_metrics_take_the_backend_too(api) -> None:
+    assert api.get(reverse("metrics"), {"backend": "nope"}).status_code == 400
+    assert api.get(reverse("metrics")).status_code == 200
