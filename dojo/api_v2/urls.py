@@ -2,6 +2,7 @@ from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from dojo.api_v2.health import HealthLiveView, HealthReadyView
+from dojo.api_v2.periodic import PeriodicTaskEnabledView, PeriodicTaskRunView
 from dojo.api_v2.views import (
     CeleryHistoryView,
     CeleryQueuePurgeView,
@@ -14,6 +15,8 @@ urlpatterns = [
     path("celery/queue/purge/", CeleryQueuePurgeView.as_view(), name="celery_queue_purge"),
     path("celery/tasks/", CeleryTaskSearchView.as_view(), name="celery_tasks"),
     path("celery/history/", CeleryHistoryView.as_view(), name="celery_history"),
+    path("celery/periodic-tasks/run/", PeriodicTaskRunView.as_view(), name="celery_periodic_run"),
+    path("celery/periodic-tasks/enabled/", PeriodicTaskEnabledView.as_view(), name="celery_periodic_enabled"),
     path("celery/health/live/", HealthLiveView.as_view(), name="celery_health_live"),
     path("celery/health/ready/", HealthReadyView.as_view(), name="celery_health_ready"),
     path("oa3/schema/", SpectacularAPIView.as_view(), name="schema_oa3"),

@@ -14,7 +14,7 @@ from kombu.exceptions import OperationalError
 
 from dojo.celery import app
 from dojo.celery_ops.audit import Result, record_action
-from dojo.celery_ops.backends import CeleryBackend, get_backend
+from dojo.celery_ops.backends import DEFAULT_ALIAS, CeleryBackend, get_backend
 from dojo.celery_ops.connection import BrokerUnavailable, broker_connection, redact
 from dojo.celery_panel.backends.periodic import BeatAndDatabasePeriodicTasksBackend
 from dojo.celery_panel.pages import PeriodicTaskRow
@@ -119,7 +119,7 @@ def run_now(key: str, backend: CeleryBackend | None, user: AbstractBaseUser | An
 
 
 def set_enabled(
-    key: str, enabled: bool, user: AbstractBaseUser | AnonymousUser | None = None, backend_alias: str = "default"
+    key: str, enabled: bool, user: AbstractBaseUser | AnonymousUser | None = None, backend_alias: str = DEFAULT_ALIAS
 ) -> RecurringTask:
     """Enable or disable a database entry and tell beat (PeriodicTasks.update_changed), as
     django-celery-beat's admin actions do. Static entries come from settings: refused.

@@ -1,0 +1,149 @@
+"""Recurring tasks: the rows, run now on a real Redis with a real worker, enable/disable of
+django-celery-beat entries, static entries refused, per-action permissions, read-only mode,
+an unreachable broker; each control leaves its audit row."""
+
+import pytest
+from django.contrib.auth.models import Permission
+from django.urls import reverse
+from django_celery_beat.models import IntervalSchedule, PeriodicTask, PeriodicTasks
+from rest_framework.test import APIClient
+
+from dojo.celery_ops.recurring import recurring_tasks
+from dojo.models import CeleryAuditLog
+from unittests.conftest import free_port, make_user
+
+RUN = reverse("celery_periodic_run")
+ENABLED = reverse("celery_periodic_enabled")
+STATIC_ENTRY = {"task": "dojo.tasks.add", "schedule": 300.0, "args": [20, 22], "options": {"queue": "reports"}}
+
+
+@pytest.fixture
+def beat_schedule(settings) -> dict:
+    settings.CELERY_BEAT_SCHEDULE = {"static-add": STATIC_ENTRY}
+    return settings.CELERY_BEAT_SCHEDULE
+
+
+def database_entry(name: str = "db-add", args: str = "[2, 3]", enabled: bool = True) -> PeriodicTask:
+    every_minute, _ = IntervalSchedule.objects.get_or_create(every=1, period=IntervalSchedule.MINUTES)
+    return PeriodicTask.objects.create(
+        name=name, task="dojo.tasks.add", interval=every_minute, args=args, enabled=enabled
+    )
+
+
+def client_for(user) -> APIClient:
+    client = APIClient()
+    client.force_authenticate(user)
+    return client
+
+
+def audit_rows(action: str) -> list[tuple[str, str, str]]:
+    return list(CeleryAuditLog.objects.filter(action=action).values_list("username", "target", "result"))
+
+
+@pytest.mark.django_db
+def test_rows_join_static_and_database_entries(beat_schedule):
+    database_entry(enabled=False)
+    rows = {row.key: row for row in recurring_tasks()}
+
+    static, dynamic = rows["static-add"], rows["db-add"]
+    assert (static.static, static.queue_name, static.schedule) == (True, "reports", "every 5 minutes")
+    assert static.enabled is True
+    assert (dynamic.static, dynamic.queue_name, dynamic.schedule) == (False, "celery", "every minute")
+    assert dynamic.enabled is False and dynamic.next_run_at is None and dynamic.last_run_at is None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_run_now_executes_the_entry_with_its_arguments_and_queue(redis_only, shared_database, beat_schedule, superuser):
+    redis_only.start_worker("w1", queues="celery,reports", DD_DATABASE_URL=shared_database)
+    database_entry()
+    results = redis_only.client()
+    api = client_for(superuser)
+
+    static = api.post(RUN, {"key": "static-add"}, format="json")
+    dynamic = api.post(RUN, {"key": "db-add", "backend": "default"}, format="json")
+
+    assert static.status_code == dynamic.status_code == 200, (static.content, dynamic.content)
+    assert static.json()["queue"] == "reports" and dynamic.json()["queue"] == "celery"
+    assert results.AsyncResult(static.json()["task_id"]).get(timeout=60) == 42
+    assert results.AsyncResult(dynamic.json()["task_id"]).get(timeout=60) == 5
+    assert sorted(audit_rows("run_periodic_task")) == [("admin", "db-add", "ok"), ("admin", "static-add", "ok")]
+
+
+@pytest.mark.django_db
+def test_enable_and_disable_flip_the_entry_and_tell_beat(superuser):
+    entry = database_entry()
+    PeriodicTasks.update_changed()
+    before = PeriodicTasks.last_change()
+    api = client_for(superuser)
+
+    off = api.post(ENABLED, {"key": "db-add", "enabled": False}, format="json")
+    assert off.status_code == 200, off.content
+    assert off.json()["enabled"] is False and off.json()["next_run_at"] is None
+    entry.refresh_from_db()
+    assert entry.enabled is False
+    assert PeriodicTasks.last_change() > before
+
+    on = api.post(ENABLED, {"key": "db-add", "enabled": True}, format="json")
+    entry.refresh_from_db()
+    assert on.json()["enabled"] is entry.enabled is True
+    assert audit_rows("disable_periodic_task") == [("admin", "db-add", "ok")]
+    assert audit_rows("enable_periodic_task") == [("admin", "db-add", "ok")]
+
+
+@pytest.mark.django_db
+def test_static_entries_and_unknown_keys_are_refused_with_400(beat_schedule, superuser):
+    api = client_for(superuser)
+
+    static = api.post(ENABLED, {"key": "static-add", "enabled": False}, format="json")
+    unknown = api.post(RUN, {"key": "nope"}, format="json")
+    missing = api.post(ENABLED, {"enabled": False}, format="json")
+    bad_backend = api.post(RUN, {"key": "static-add", "backend": "nope"}, format="json")
+
+    assert static.status_code == 400 and "CELERY_BEAT_SCHEDULE" in static.json()["key"][0]
+    assert unknown.status_code == 400 and "nope" in unknown.json()["key"][0]
+    assert missing.status_code == 400 and "key" in missing.json()
+    assert bad_backend.status_code == 400 and "backend" in bad_backend.json()
+    assert audit_rows("disable_periodic_task") == [("admin", "static-add", "refused")]
+    assert audit_rows("run_periodic_task") == [("admin", "nope", "refused")]
+
+
+@pytest.mark.django_db
+def test_each_control_needs_its_own_permission():
+    database_entry()
+    toggler = make_user("toggler", staff=True)
+    toggler.user_permissions.add(Permission.objects.get(codename="toggle_periodic_task"))
+    nobody = client_for(make_user("staff", staff=True))
+    api = client_for(toggler)
+
+    assert nobody.post(ENABLED, {"key": "db-add", "enabled": False}, format="json").status_code == 403
+    assert nobody.post(RUN, {"key": "db-add"}, format="json").status_code == 403
+    refused_run = api.post(RUN, {"key": "db-add"}, format="json")
+    assert refused_run.status_code == 403 and "run_periodic_task" in refused_run.json()["detail"]
+    assert api.post(ENABLED, {"key": "db-add", "enabled": False}, format="json").status_code == 200
+    assert PeriodicTask.objects.get(name="db-add").enabled is False
+    assert APIClient().post(RUN, {"key": "db-add"}, format="json").status_code in (401, 403)
+
+
+@pytest.mark.django_db
+def test_read_only_mode_refuses_even_superusers(settings, superuser):
+    settings.CELERY_READ_ONLY = True
+    database_entry()
+    api = client_for(superuser)
+
+    response = api.post(ENABLED, {"key": "db-add", "enabled": False}, format="json")
+    assert response.status_code == 403 and "READ_ONLY" in response.json()["detail"]
+    assert api.post(RUN, {"key": "db-add"}, format="json").status_code == 403
+    assert PeriodicTask.objects.get(name="db-add").enabled is True
+
+
+@pytest.mark.django_db
+def test_run_now_with_the_broker_down_is_503_without_the_password(settings, superuser):
+    settings.CELERY_BROKER_URL = f"redis://:s3cret-pw@127.0.0.1:{free_port()}/0"
+    database_entry()
+
+    response = client_for(superuser).post(RUN, {"key": "db-add"}, format="json")
+
+    assert response.status_code == 503
+    assert "unreachable" in response.json()["detail"] and "s3cret-pw" not in response.content.decode()
+    row = CeleryAuditLog.objects.get(action="run_periodic_task")
+    assert row.result == "failed" and "s3cret-pw" not in row.detail
