@@ -1,6 +1,7 @@
 """The project's Celery app: `celery -A dojo worker` and `celery -A dojo beat`."""
 
 import os
+import time
 from datetime import UTC, datetime, timedelta
 
 from celery import Celery
@@ -9,6 +10,8 @@ from celery.signals import before_task_publish, task_prerun
 from dojo import worker_commands  # noqa: F401  (registers the dojo_status command with the workers)
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "dojo.settings.settings")
+
+PUBLISHED_AT_HEADER = "dojo_published_at"  # read by dojo.celery_ops.queue_table
 
 app = Celery("dojo")
 app.config_from_object("django.conf:settings", namespace="CELERY")
@@ -27,6 +30,15 @@ def apply_default_expires(headers: dict, **_kwargs) -> None:
     default_expires = settings.CELERY_TASK_DEFAULT_EXPIRES
     if default_expires and headers.get("expires") is None and "task" in headers:
         headers["expires"] = (datetime.now(UTC) + timedelta(seconds=default_expires)).isoformat()
+
+
+@before_task_publish.connect
+def stamp_publish_time(headers: dict, **_kwargs) -> None:
+    """Stamp each task message with its publish time (epoch seconds), so the queues table can
+    tell the age of the oldest ready message without consuming it. A retry is a new publish, so
+    the stamp is always overwritten."""
+    if "task" in headers:
+        headers[PUBLISHED_AT_HEADER] = time.time()
 
 
 @task_prerun.connect

@@ -1,0 +1,127 @@
+"""The dashboard's queues table and a queue's break down (staff, read only). Thin: the service
+(dojo.celery_ops.queue_table, .breakdown) does the work; these views map its errors to HTTP."""
+
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import serializers, status
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.throttling import ScopedRateThrottle
+from rest_framework.views import APIView
+
+from dojo.api_v2.backends import BACKEND_PARAMETER, BackendField, requested_backend
+from dojo.api_v2.permissions import IsStaff
+from dojo.api_v2.serializers import ErrorSerializer
+from dojo.celery_ops.breakdown import FIRST_DEFAULT, BreakdownUnsupported, breakdown
+from dojo.celery_ops.connection import BrokerUnavailable
+from dojo.celery_ops.queue_table import queue_table
+
+FIRST_MAX = 1000
+NOT_STAFF = OpenApiResponse(ErrorSerializer, description="Not authenticated, or not a staff user.")
+
+
+class QueueRowSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    ready_count = serializers.IntegerField(allow_null=True, help_text="Ready in the broker; null if unreadable.")
+    claimed_count = serializers.IntegerField(help_text="Reserved (prefetched) plus active on live workers.")
+    scheduled_count = serializers.IntegerField(help_text="ETA/countdown tasks held by live workers.")
+    blocked_count = serializers.IntegerField(help_text="Tasks waiting for a concurrency (semaphore) slot.")
+    failed_count = serializers.IntegerField(help_text="FAILURE results stored in the last 24 h.")
+    finished_count = serializers.IntegerField(help_text="SUCCESS results stored in the last 24 h.")
+    paused = serializers.BooleanField()
+    latency_seconds = serializers.FloatField(
+        allow_null=True,
+        help_text="Age of the oldest ready message (the next to be consumed), from its publish stamp; "
+        "null when the broker cannot show it (RabbitMQ), it has no stamp, or the queue is empty.",
+    )
+    live_worker_count = serializers.IntegerField(help_text="Answering workers consuming the queue now.")
+    oldest_scheduled_at = serializers.DateTimeField(allow_null=True)
+    oldest_blocked_at = serializers.DateTimeField(allow_null=True)
+    sources = serializers.ListField(
+        child=serializers.ChoiceField(["configuration", "worker", "pause", "periodic"]),
+        help_text="Where the queue is known from.",
+    )
+
+
+class QueueTableSerializer(serializers.Serializer):
+    backend = serializers.CharField()
+    rows = QueueRowSerializer(many=True)
+    shared_rows = QueueRowSerializer(many=True, help_text="Queues known only from a pause or a periodic entry.")
+    broker_error = serializers.CharField(allow_null=True, help_text="Why the broker columns are empty, if they are.")
+    results_error = serializers.CharField(allow_null=True, help_text="Why failed/finished read 0, if uncounted.")
+    read_at = serializers.DateTimeField()
+
+
+class BreakdownQuerySerializer(serializers.Serializer):
+    queue = serializers.CharField(max_length=255, help_text="The queue to look into.")
+    first = serializers.IntegerField(
+        required=False, default=FIRST_DEFAULT, min_value=0, max_value=FIRST_MAX, help_text="Messages to list."
+    )
+    backend = BackendField()
+
+
+class MessageSummarySerializer(serializers.Serializer):
+    id = serializers.CharField(allow_null=True)
+    task = serializers.CharField(allow_null=True)
+    priority = serializers.IntegerField(allow_null=True)
+    eta = serializers.CharField(allow_null=True)
+    age_seconds = serializers.FloatField(allow_null=True, help_text="Since publish; null without a publish stamp.")
+    args_preview = serializers.CharField(help_text="Arguments, truncated, secret values masked.")
+
+
+class QueueBreakdownSerializer(serializers.Serializer):
+    backend = serializers.CharField()
+    queue = serializers.CharField()
+    total = serializers.IntegerField(help_text="Ready messages scanned.")
+    by_task = serializers.DictField(child=serializers.IntegerField(), help_text="Message count by task name.")
+    messages = MessageSummarySerializer(many=True, help_text="The first messages, in the order workers take them.")
+
+
+class CeleryQueuesView(APIView):
+    permission_classes = [IsStaff]
+
+    @extend_schema(
+        tags=["celery"],
+        summary="The queues table: ready, claimed, scheduled, blocked, failed, finished, paused, latency per queue",
+        parameters=[BACKEND_PARAMETER],
+        responses={
+            200: QueueTableSerializer,
+            400: OpenApiResponse(ErrorSerializer, description="Unknown backend."),
+            401: NOT_STAFF,
+            403: NOT_STAFF,
+        },
+    )
+    def get(self, request: Request) -> Response:
+        # An unreachable broker is not an error here: the table says so in broker_error.
+        return Response(QueueTableSerializer(queue_table(requested_backend(request))).data)
+
+
+class CeleryQueueBreakdownView(APIView):
+    permission_classes = [IsStaff]
+    throttle_classes = [ScopedRateThrottle]  # a scan of the whole queue
+    throttle_scope = "celery"
+
+    @extend_schema(
+        tags=["celery"],
+        summary="Break a queue down: counts by task name and the first messages, without consuming them",
+        parameters=[BreakdownQuerySerializer],
+        responses={
+            200: QueueBreakdownSerializer,
+            400: OpenApiResponse(
+                ErrorSerializer, description="A missing or bad parameter, or a broker (RabbitMQ) that cannot do it."
+            ),
+            401: NOT_STAFF,
+            403: NOT_STAFF,
+            503: OpenApiResponse(ErrorSerializer, description="The broker is unreachable."),
+        },
+    )
+    def get(self, request: Request) -> Response:
+        params = BreakdownQuerySerializer(data=request.query_params)
+        params.is_valid(raise_exception=True)
+        query = params.validated_data
+        try:
+            found = breakdown(query["queue"], query.get("backend"), query["first"])
+        except BreakdownUnsupported as exc:
+            return Response({"detail": str(exc)}, status=status.HTTP_400_BAD_REQUEST)
+        except BrokerUnavailable as exc:
+            return Response({"detail": f"Celery broker unreachable: {exc}"}, status=status.HTTP_503_SERVICE_UNAVAILABLE)
+        return Response(QueueBreakdownSerializer(found).data)
