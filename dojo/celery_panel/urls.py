@@ -1,7 +1,7 @@
 from django.contrib import admin
 from django.urls import path
 
-from dojo.celery_panel import views
+from dojo.celery_panel import dashboard, views
 
 app_name = "celery_panel"
 
@@ -13,6 +13,7 @@ urlpatterns = [
     path("queues/", admin.site.admin_view(views.queues), name="queues"),
     path("queues/<str:queue_name>/", admin.site.admin_view(views.queue_detail), name="queue_detail"),
     path("periodic-tasks/", admin.site.admin_view(views.periodic_tasks), name="periodic_tasks"),
+    path("dashboard/", admin.site.admin_view(dashboard.dashboard), name="dashboard"),
     path("", admin.site.admin_view(views.overview), name="overview"),
     path("configuration/", admin.site.admin_view(views.configuration), name="configuration"),
 ]

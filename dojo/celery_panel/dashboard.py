@@ -1,0 +1,264 @@
+"""The operator dashboard (/admin/celery/dashboard/): queue pressure, processes, recurring tasks,
+concurrency limits and the controls, for the backend chosen with ?backend=.
+
+A thin view: the rows come from dojo.celery_ops (queue_table, processes, recurring, semaphores);
+this module only picks the backend, sorts the tables (dojo.celery_panel.sorting), sums the cards
+and says which controls the user may see. The buttons call the REST API (celery_dashboard.js).
+"""
+
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+from django.contrib import admin
+from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
+from django.shortcuts import render
+from django.urls import reverse
+
+from dojo.api_v2.permissions import controls_enabled
+from dojo.celery_ops import get_status, mask_url
+from dojo.celery_ops.backends import CeleryBackend, UnknownBackend, celery_backends, get_backend
+from dojo.celery_ops.connection import BrokerUnavailable
+from dojo.celery_ops.queue_table import QueueTable, queue_table
+from dojo.celery_ops.queues import default_queue
+from dojo.celery_ops.recurring import recurring_tasks
+from dojo.celery_ops.status import CeleryStatus
+from dojo.celery_panel.overview import task_activity
+from dojo.celery_panel.sorting import Column, SortedTable, sort_table
+from dojo.models import SystemSettings
+
+QUEUE_COLUMNS = [
+    Column("Queue", "name"),
+    Column("Ready", "ready_count", "Messages waiting in the broker, every priority list included."),
+    Column("Claimed", "claimed_count", "Reserved (prefetched) plus active on the answering workers."),
+    Column("Scheduled", "scheduled_count", "ETA/countdown tasks the workers hold until they are due."),
+    Column("Blocked", "blocked_count", "Tasks waiting for a concurrency (semaphore) slot."),
+    Column("Failed", "failed_count", "FAILURE results stored in the last 24 h."),
+    Column("Finished", "finished_count", "SUCCESS results stored in the last 24 h."),
+    Column("Paused", "paused"),
+    Column("Latency", "latency_seconds", "Age of the oldest ready message; - where the broker cannot tell."),
+    Column("Live workers", "live_worker_count", "Answering workers consuming the queue now."),
+    Column("Oldest scheduled", "oldest_scheduled_at"),
+    Column("Oldest blocked", "oldest_blocked_at"),
+    Column("Controls"),
+]
+SHARED_QUEUE_COLUMNS = [
+    Column("Queue", "name"),
+    Column("Known from", "sources"),
+    Column("Paused", "paused"),
+    Column("Controls"),
+]
+PROCESS_COLUMNS = [
+    Column("Name", "name"),
+    Column("Kind", "kind"),
+    Column("State", "is_live"),
+    Column("Last heartbeat", "last_heartbeat_at"),
+    Column("Host", "hostname"),
+    Column("PID", "pid"),
+]
+RECURRING_COLUMNS = [
+    Column("Key", "key"),
+    Column("Task", "task_path"),
+    Column("Queue", "queue_name"),
+    Column("Schedule", "schedule"),
+    Column("Type", "static"),
+    Column("Enabled", "enabled"),
+    Column("Last run", "last_run_at"),
+    Column("Next run", "next_run_at"),
+    Column("Controls"),
+]
+SEMAPHORE_COLUMNS = [
+    Column("Key", "key"),
+    Column("Available", "available_slots"),
+    Column("Limit", "limit"),
+    Column("Blocked waiters", "blocked_waiters"),
+    Column("Expires", "expires_at"),
+]
+# One sort parameter per table, and the anchor its links return to.
+SORT_PARAMS = {"queues": "qo", "shared": "sqo", "processes": "po", "recurring": "ro", "semaphores": "so"}
+
+
+@dataclass(frozen=True)
+class Fact:
+    label: str
+    value: str
+
+
+@dataclass(frozen=True)
+class Card:
+    key: str
+    label: str
+    value: Any  # None shows "-"
+    url: str
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class Section:
+    table: SortedTable | None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Controls:
+    """Which buttons this user sees: none in read-only mode, else those of the actions they may take."""
+
+    pause: bool
+    purge: bool
+    run_periodic: bool
+    toggle_periodic: bool
+
+
+def list_processes(alias: str) -> list:  # TEMPORARY until part D lands
+    try:
+        from dojo.celery_ops.processes import list_processes as read
+    except ImportError:
+        return []
+    return read(alias)
+
+
+def list_semaphores(backend: CeleryBackend) -> list:  # TEMPORARY until part B lands
+    try:
+        from dojo.celery_ops.semaphores import list_semaphores as read
+    except ImportError:
+        return []
+    return read(backend)
+
+
+STALE_AFTER_SECONDS = 5  # TEMPORARY until part D lands
+
+
+def _allowed(request: HttpRequest, codename: str) -> bool:
+    return controls_enabled() and request.user.has_perm(f"dojo.{codename}")
+
+
+def user_controls(request: HttpRequest) -> Controls:
+    return Controls(
+        pause=_allowed(request, "pause_queue"),
+        purge=_allowed(request, "purge_queue") and SystemSettings.load().allow_queue_purge,
+        run_periodic=_allowed(request, "run_periodic_task"),
+        toggle_periodic=_allowed(request, "toggle_periodic_task"),
+    )
+
+
+def _sorted(request: HttpRequest, name: str, rows: list, columns: list[Column]) -> SortedTable:
+    return sort_table(rows, columns, request.GET, SORT_PARAMS[name], name)
+
+
+def _section(request: HttpRequest, name: str, columns: list[Column], read) -> Section:
+    """A table whose rows `read()` returns; its error instead when the broker could not be read."""
+    try:
+        return Section(_sorted(request, name, read(), columns))
+    except BrokerUnavailable as exc:
+        return Section(None, str(exc))
+
+
+def _sum(values: list[int | None]) -> int | None:
+    """The total, or None ("-") when a part of it is unknown."""
+    return None if any(value is None for value in values) else sum(values)
+
+
+def _anchor_url(request: HttpRequest, anchor: str, param: str = "", ordering: str = "") -> str:
+    query = request.GET.copy()
+    if param:
+        query[param] = ordering
+    return f"?{query.urlencode()}#{anchor}"
+
+
+def summary_cards(request: HttpRequest, table: QueueTable, status: CeleryStatus, processes: list) -> list[Card]:
+    workers = [row for row in processes if row.kind == "worker"]
+    live = sum(row.is_live for row in workers)
+    latencies = [row.latency_seconds for row in table.rows if row.latency_seconds is not None]
+    activity = task_activity()
+    tasks_url = reverse("celery_panel:tasks")
+    queues = SORT_PARAMS["queues"]
+    return [
+        Card(
+            "workers",
+            "Workers live / stale",
+            f"{live} / {len(workers) - live}",
+            _anchor_url(request, "processes"),
+            f"stale: no heartbeat for {STALE_AFTER_SECONDS} s",
+        ),
+        Card(
+            "ready",
+            "Ready",
+            _sum([row.ready_count for row in table.rows]),
+            _anchor_url(request, "queues", queues, "-2"),
+        ),
+        Card(
+            "running",
+            "Running",
+            status.active_tasks if status.broker_status else None,
+            f"{tasks_url}?filter=started",
+            "active on the answering workers",
+        ),
+        Card(
+            "scheduled",
+            "Scheduled",
+            sum(row.scheduled_count for row in table.rows),
+            _anchor_url(request, "queues", queues, "-4"),
+        ),
+        Card(
+            "failed",
+            "Failed (1 h)",
+            None if activity is None else activity.get("FAILURE", 0),
+            f"{tasks_url}?filter=failure",
+            "stored results, every backend",
+        ),
+        Card(
+            "finished",
+            "Finished (1 h)",
+            None if activity is None else activity.get("SUCCESS", 0),
+            f"{tasks_url}?filter=success",
+            "stored results, every backend",
+        ),
+        Card(
+            "latency",
+            "Worst latency",
+            f"{max(latencies):.1f} s" if latencies else None,
+            _anchor_url(request, "queues", queues, "-9"),
+            "oldest ready message",
+        ),
+    ]
+
+
+def backend_facts(backend: CeleryBackend, table: QueueTable, status: CeleryStatus) -> list[Fact]:
+    return [
+        Fact("Broker", mask_url(backend.broker_url)),
+        Fact("Result backend", mask_url(settings.CELERY_RESULT_BACKEND or "") or "-"),
+        Fact("Default queue", default_queue()),
+        Fact("Queues", str(len(table.rows))),
+        Fact("Workers answering", str(status.workers) if status.broker_status else "-"),
+    ]
+
+
+def dashboard(request: HttpRequest) -> HttpResponse:
+    try:
+        backend = get_backend(request.GET.get("backend"))
+    except UnknownBackend as exc:
+        return HttpResponseBadRequest(f"backend: {exc}", content_type="text/plain")
+    status = get_status(backend=backend)
+    table = queue_table(backend)
+    processes = list_processes(backend.alias)
+    context = {
+        **admin.site.each_context(request),
+        "title": "Celery dashboard",
+        "backend_name": "Dashboard",
+        "data_source": "the queues table (broker read now, workers from the cached status), heartbeats, "
+        "the beat schedule and django-celery-beat, concurrency limits, django-celery-results",
+        "backend": backend,
+        "backends": list(celery_backends()),
+        "backend_facts": backend_facts(backend, table, status),
+        "summary_cards": summary_cards(request, table, status, processes),
+        "broker_error": table.broker_error,
+        "results_error": getattr(table, "results_error", None),
+        "queues": _sorted(request, "queues", table.rows, QUEUE_COLUMNS),
+        "shared_queues": _sorted(request, "shared", table.shared_rows, SHARED_QUEUE_COLUMNS),
+        "processes": _sorted(request, "processes", processes, PROCESS_COLUMNS),
+        "recurring": _sorted(request, "recurring", recurring_tasks(), RECURRING_COLUMNS),
+        "semaphores": _section(request, "semaphores", SEMAPHORE_COLUMNS, lambda: list_semaphores(backend)),
+        "controls": user_controls(request),
+        "read_only": not controls_enabled(),
+    }
+    return render(request, "celery_panel/dashboard.html", context)

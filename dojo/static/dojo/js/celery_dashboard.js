@@ -1,0 +1,147 @@
+/* The Celery dashboard's controls: each button POSTs to the REST API (URL, queue or key in its
+ * data attributes), asks for confirmation first when it has data-confirm, and reloads the page on
+ * success so the row shows the change; "Break down" opens a panel under its queue's row.
+ *
+ * What comes from the API is inserted with textContent, never as markup: task names and
+ * arguments may hold anything.
+ */
+(function (window) {
+  "use strict";
+
+  var document = window.document;
+  var root = document.getElementById("celery-dashboard");
+  if (!root) { return; }
+  var backend = root.dataset.backend;
+  var csrfToken = root.querySelector("input[name=csrfmiddlewaretoken]").value;
+  var messages = document.getElementById("dashboard-messages");
+  var FLASH_KEY = "dojo.celeryDashboard.flash";
+
+  function say(text, level) {
+    var item = document.createElement("li");
+    item.className = level;
+    item.textContent = text;
+    messages.appendChild(item);
+  }
+
+  /* The API's reason: {"detail": "..."} or {"field": ["..."]}. */
+  function reason(response, body) {
+    if (body && typeof body === "object") {
+      if (body.detail) { return String(body.detail); }
+      return Object.keys(body).map(function (field) {
+        return field + ": " + [].concat(body[field]).join(" ");
+      }).join("; ");
+    }
+    return "HTTP " + response.status;
+  }
+
+  function readJson(response) {
+    return response.json().catch(function () { return null; }).then(function (body) {
+      if (!response.ok) { throw new Error(reason(response, body)); }
+      return body;
+    });
+  }
+
+  function describe(control, target, body) {
+    if (control === "purge") { return "Purged " + body.purged + " message(s) from " + target + "."; }
+    if (control === "run") { return "Sent " + target + " as task " + body.task_id + "."; }
+    var done = { pause: "Paused", resume: "Resumed", enable: "Enabled", disable: "Disabled" }[control] || "Done";
+    return done + " " + target + ".";
+  }
+
+  function runControl(button) {
+    var data = button.dataset;
+    if (data.confirm && !window.confirm(data.confirm)) { return; }
+    var body = { backend: backend };
+    if (data.queue !== undefined) { body.queue = data.queue; }
+    if (data.key !== undefined) { body.key = data.key; }
+    if (data.enabled !== undefined) { body.enabled = data.enabled === "true"; }
+    button.disabled = true;
+    window.fetch(data.url, {
+      method: "POST",
+      credentials: "same-origin",
+      headers: { "Content-Type": "application/json", "Accept": "application/json", "X-CSRFToken": csrfToken },
+      body: JSON.stringify(body)
+    }).then(readJson).then(function (answer) {
+      window.sessionStorage.setItem(FLASH_KEY, describe(data.control, data.queue || data.key, answer));
+      window.location.reload();
+    }).catch(function (error) {
+      say("Could not " + data.control + " " + (data.queue || data.key) + ": " + error.message, "error");
+      button.disabled = false;
+    });
+  }
+
+  function cell(row, text, className) {
+    var td = document.createElement("td");
+    td.textContent = text === null || text === undefined ? "-" : String(text);
+    if (className) { td.className = className; }
+    row.appendChild(td);
+  }
+
+  function table(caption, headers, rows) {
+    var element = document.createElement("table");
+    var cap = document.createElement("caption");
+    cap.textContent = caption;
+    element.appendChild(cap);
+    var head = element.createTHead().insertRow();
+    headers.forEach(function (label) {
+      var th = document.createElement("th");
+      th.textContent = label;
+      head.appendChild(th);
+    });
+    var body = element.createTBody();
+    rows.forEach(function (values) {
+      var row = body.insertRow();
+      values.forEach(function (value, i) { cell(row, value, i === values.length - 1 ? "args" : ""); });
+    });
+    return element;
+  }
+
+  function showBreakdown(target, found) {
+    target.textContent = "";
+    var byTask = Object.keys(found.by_task).sort(function (a, b) { return found.by_task[b] - found.by_task[a]; });
+    target.appendChild(table(
+      found.total + " ready message(s) in " + found.queue + ", by task",
+      ["Task", "Messages"],
+      byTask.map(function (name) { return [name, found.by_task[name]]; })
+    ));
+    target.appendChild(table(
+      "The first " + found.messages.length + " message(s), in the order workers take them",
+      ["Id", "Task", "Priority", "ETA", "Age", "Arguments (truncated)"],
+      found.messages.map(function (m) {
+        var age = m.age_seconds === null ? null : m.age_seconds.toFixed(1) + " s";
+        return [m.id, m.task, m.priority, m.eta, age, m.args_preview];
+      })
+    ));
+  }
+
+  function toggleBreakdown(button) {
+    var row = document.getElementById(button.dataset.target);
+    if (!row.hidden) { row.hidden = true; return; }
+    var target = row.querySelector("td");
+    target.textContent = "Reading " + button.dataset.queue + "…";
+    row.hidden = false;
+    var query = new window.URLSearchParams({ queue: button.dataset.queue, backend: backend });
+    window.fetch(button.dataset.url + "?" + query.toString(), {
+      credentials: "same-origin",
+      headers: { "Accept": "application/json" }
+    }).then(readJson).then(function (found) {
+      showBreakdown(target, found);
+    }).catch(function (error) {
+      row.hidden = true;
+      say("Could not break down " + button.dataset.queue + ": " + error.message, "error");
+    });
+  }
+
+  root.addEventListener("click", function (event) {
+    var button = event.target.closest("button");
+    if (!button || !root.contains(button)) { return; }
+    if (button.classList.contains("control")) { runControl(button); }
+    if (button.classList.contains("breakdown-toggle")) { toggleBreakdown(button); }
+  });
+
+  var flash = window.sessionStorage.getItem(FLASH_KEY);
+  if (flash) {
+    window.sessionStorage.removeItem(FLASH_KEY);
+    say(flash, "success");
+  }
+}(window));
