@@ -5,9 +5,10 @@ import time
 from datetime import UTC, datetime, timedelta
 
 from celery import Celery
-from celery.signals import before_task_publish, task_prerun
+from celery.signals import beat_init, before_task_publish, task_prerun, worker_ready, worker_shutdown
 
 from dojo import worker_commands  # noqa: F401  (registers the dojo_status command with the workers)
+from dojo.heartbeat import on_beat_init, on_worker_ready, on_worker_shutdown
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "dojo.settings.settings")
 
@@ -16,6 +17,11 @@ PUBLISHED_AT_HEADER = "dojo_published_at"  # read by dojo.celery_ops.queue_table
 app = Celery("dojo")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+# Heartbeats of the worker, its pool children and beat in the CeleryProcess table (dojo/heartbeat.py).
+worker_ready.connect(on_worker_ready)
+worker_shutdown.connect(on_worker_shutdown)
+beat_init.connect(on_beat_init)
 
 
 @before_task_publish.connect

@@ -3,6 +3,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from dojo.api_v2.health import HealthLiveView, HealthReadyView
 from dojo.api_v2.periodic import PeriodicTaskEnabledView, PeriodicTaskRunView
+from dojo.api_v2.processes import CeleryProcessesView
 from dojo.api_v2.queues import CeleryQueueBreakdownView, CeleryQueuesView
 from dojo.api_v2.views import (
     CeleryHistoryView,
@@ -16,6 +17,7 @@ urlpatterns = [
     path("celery/queue/purge/", CeleryQueuePurgeView.as_view(), name="celery_queue_purge"),
     path("celery/queues/", CeleryQueuesView.as_view(), name="celery_queues"),
     path("celery/queues/breakdown/", CeleryQueueBreakdownView.as_view(), name="celery_queue_breakdown"),
+    path("celery/processes/", CeleryProcessesView.as_view(), name="celery_processes"),
     path("celery/tasks/", CeleryTaskSearchView.as_view(), name="celery_tasks"),
     path("celery/history/", CeleryHistoryView.as_view(), name="celery_history"),
     path("celery/periodic-tasks/run/", PeriodicTaskRunView.as_view(), name="celery_periodic_run"),

@@ -7,6 +7,7 @@ from django.utils import timezone
 
 from dojo.celery_ops.backends import celery_backends
 from dojo.celery_ops.cache import get_status
+from dojo.celery_ops.processes import prune_processes
 from dojo.celery_ops.registry import prune_seen
 from dojo.celery_ops.status import CeleryStatus
 from dojo.models import CeleryStatusSnapshot
@@ -21,6 +22,7 @@ def record_snapshot() -> list[CeleryStatusSnapshot]:
     cutoff = timezone.now() - timedelta(days=settings.CELERY_HISTORY_DAYS)
     CeleryStatusSnapshot.objects.filter(created_at__lt=cutoff).delete()
     prune_seen()
+    prune_processes()
     return snapshots
 
 

@@ -1,0 +1,60 @@
+"""The dashboard's processes (staff, read only): workers with their pool children, and beat, from
+the heartbeats in the database. Thin: dojo.celery_ops.processes does the work. The broker is
+not involved, so a broker that is down does not change this answer."""
+
+from django.utils import timezone
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import serializers
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from dojo.api_v2.backends import BACKEND_PARAMETER, requested_backend
+from dojo.api_v2.permissions import IsStaff
+from dojo.api_v2.serializers import ErrorSerializer
+from dojo.celery_ops.processes import STALE_AFTER_SECONDS, list_processes
+
+
+class ProcessRowSerializer(serializers.Serializer):
+    name = serializers.CharField(help_text="Worker: its hostname (w1@host); pool child: worker/ForkPoolWorker-N.")
+    kind = serializers.ChoiceField(["worker", "pool", "beat"])
+    parent_name = serializers.CharField(allow_null=True, help_text="The worker of a pool child; null otherwise.")
+    is_live = serializers.BooleanField(
+        help_text="Last heartbeat at most stale_after_seconds ago (and, for a pool child, its worker is live)."
+    )
+    last_heartbeat_at = serializers.DateTimeField()
+    heartbeat_age_seconds = serializers.FloatField()
+    hostname = serializers.CharField()
+    pid = serializers.IntegerField()
+
+
+class ProcessListSerializer(serializers.Serializer):
+    backend = serializers.CharField()
+    stale_after_seconds = serializers.FloatField(help_text="A heartbeat older than this makes a process stale.")
+    read_at = serializers.DateTimeField()
+    processes = ProcessRowSerializer(many=True, help_text="Each worker followed by its pool children, then beat.")
+
+
+class CeleryProcessesView(APIView):
+    permission_classes = [IsStaff]
+
+    @extend_schema(
+        tags=["celery"],
+        summary="Workers, their pool children and beat, live or stale from their heartbeats",
+        parameters=[BACKEND_PARAMETER],
+        responses={
+            200: ProcessListSerializer,
+            400: OpenApiResponse(description="Unknown backend (the body names the field)."),
+            401: OpenApiResponse(ErrorSerializer, description="Not authenticated."),
+            403: OpenApiResponse(ErrorSerializer, description="Not a staff user."),
+        },
+    )
+    def get(self, request: Request) -> Response:
+        backend = requested_backend(request)
+        document = {
+            "backend": backend.alias,
+            "stale_after_seconds": STALE_AFTER_SECONDS,
+            "read_at": timezone.now(),
+            "processes": list_processes(backend.alias),
+        }
+        return Response(ProcessListSerializer(document).data)
