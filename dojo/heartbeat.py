@@ -11,6 +11,7 @@ a database error is logged once as a warning and retried on the next beat, never
 """
 
 import atexit
+import contextlib
 import logging
 import os
 import socket
@@ -90,17 +91,21 @@ class Heartbeat:
             if self._remove_rows:
                 self._guarded(self.remove)
         finally:
-            connections.close_all()  # this thread's connections only
+            with contextlib.suppress(DatabaseError):
+                connections.close_all()  # this thread's connections only
 
     def _guarded(self, write: Callable[[], None]) -> None:
+        """Run one write; a failure is logged once per streak and the next beat tries again."""
         try:
             write()
-        except DatabaseError as exc:
+        except Exception as exc:  # whatever fails, the worker and this thread go on
             if not self._failing:
                 logger.warning("Heartbeat of %s not written: %s: %s", self.identity.name, type(exc).__name__, exc)
             self._failing = True
             self._row_pk = None  # re-create the rows once the database is back
-            connections["default"].close()
+            if isinstance(exc, DatabaseError):
+                with contextlib.suppress(DatabaseError):
+                    connections["default"].close()  # reconnect on the next beat
         else:
             if self._failing:
                 logger.warning("Heartbeat of %s written again.", self.identity.name)
@@ -174,11 +179,12 @@ def pool_children(worker_name: str, pool: object) -> Callable[[], list[Child]]:
 _running: dict[str, Heartbeat] = {}  # by kind: this process's worker and/or beat heartbeat
 
 
-def _start(kind: str, heartbeat: Heartbeat) -> None:
-    previous = _running.pop(kind, None)
-    if previous is not None:
-        previous.stop(remove_rows=False)
-    _running[kind] = heartbeat
+def _start(kind: str, make: Callable[[], Heartbeat]) -> None:
+    """Start this process's `kind` heartbeat, unless it already beats (a consumer that reconnected
+    to the broker says it is ready again: same process, same rows)."""
+    if kind in _running:
+        return
+    _running[kind] = heartbeat = make()
     heartbeat.start()
 
 
@@ -188,7 +194,7 @@ def on_worker_ready(sender, **_kwargs) -> None:
 
     name = sender.hostname
     backend = backend_alias_of(sender.app.conf.broker_url)
-    _start("worker", Heartbeat(identity(backend, name, "worker"), pool_children(name, sender.pool)))
+    _start("worker", lambda: Heartbeat(identity(backend, name, "worker"), pool_children(name, sender.pool)))
 
 
 def on_worker_shutdown(**_kwargs) -> None:
@@ -204,8 +210,8 @@ def on_beat_init(sender, **_kwargs) -> None:
     from dojo.celery_ops.backends import backend_alias_of
 
     backend = backend_alias_of(sender.app.conf.broker_url)
-    _start("beat", Heartbeat(identity(backend, f"celerybeat@{socket.gethostname()}", "beat")))
-    atexit.register(_stop_beat)
+    _start("beat", lambda: Heartbeat(identity(backend, f"celerybeat@{socket.gethostname()}", "beat")))
+    atexit.register(_stop_beat)  # registering twice is harmless: the second call finds nothing to stop
 
 
 def _stop_beat() -> None:
