@@ -7,7 +7,8 @@ from datetime import UTC, datetime, timedelta
 from celery import Celery
 from celery.signals import beat_init, before_task_publish, task_prerun, worker_ready, worker_shutdown
 
-from dojo import worker_commands  # noqa: F401  (registers the dojo_status command with the workers)
+# Registers the workers' remote-control commands, and the startup hooks that keep pauses and revocations.
+from dojo import worker_commands, worker_controls  # noqa: F401
 from dojo.heartbeat import on_beat_init, on_worker_ready, on_worker_shutdown
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "dojo.settings.settings")

@@ -1,11 +1,14 @@
 """The project's own Celery tasks."""
 
+import os
 import time
 from pathlib import Path
 
 from celery import shared_task
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
+
+from dojo.concurrency import ConcurrencyLimitedTask
 
 
 @shared_task(name="dojo.tasks.add")
@@ -61,3 +64,34 @@ def record_celery_snapshot() -> None:
     from dojo.celery_ops.history import record_snapshot
 
     record_snapshot()
+
+
+@shared_task(name="dojo.tasks.append_line")
+def append_line(path: str, line: str) -> int:
+    """Append `line` to the file `path`, which must exist: the run fails while it does not.
+
+    The controls' tests use it as a task that fails or succeeds on a condition they control, and
+    whose runs leave a trace (retry runs the original arguments again; a revoked run leaves none).
+    Returns how many lines the file has.
+    """
+    with Path(path).open("r+") as file:  # no create: a missing file is the failure
+        lines = file.read().splitlines()
+        file.write(line + "\n")
+    return len(lines) + 1
+
+
+@shared_task(
+    name="dojo.tasks.limited_sleep",
+    bind=True,
+    base=ConcurrencyLimitedTask,
+    concurrency_limit=2,
+    concurrency_key="limited_sleep:{key}",
+)
+def limited_sleep(self, seconds: float, key: str = "demo") -> dict:
+    """Sleep for `seconds`, at most 2 runs per `key` at once across the fleet (dojo.concurrency).
+
+    Returns when it ran and where, so a test can check that runs never overlapped beyond the limit.
+    """
+    started = time.time()
+    time.sleep(seconds)
+    return {"started": started, "ended": time.time(), "hostname": self.request.hostname, "pid": os.getpid()}

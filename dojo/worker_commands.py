@@ -6,7 +6,9 @@ those is its own broadcast, which costs seconds on a large fleet (design.md).
 """
 
 from celery.worker import control
-from celery.worker.control import inspect_command
+from celery.worker.control import control_command, inspect_command
+
+from dojo.worker_controls import consumes_by_configuration
 
 POOL_FIELDS = ("max-concurrency", "processes", "max-tasks-per-child")
 
@@ -69,3 +71,13 @@ def _consumer(state) -> dict:
             for queue in control.active_queues(state)
         ],
     }
+
+
+@control_command(args=[("queue", str)], signature="<queue>")
+def dojo_resume_queue(state, queue: str, **kwargs) -> dict:
+    """Consume `queue` again, only if this worker's own configuration selects it: the built-in
+    add_consumer would make every worker that gets it consume the queue."""
+    if not consumes_by_configuration(queue):
+        return {"resumed": False}
+    state.consumer.add_task_queue(queue)
+    return {"resumed": True}

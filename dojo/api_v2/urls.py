@@ -1,13 +1,21 @@
 from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from dojo.api_v2.controls import (
+    CeleryQueuePauseView,
+    CeleryQueuePurgeTaskView,
+    CeleryQueuePurgeView,
+    CeleryQueueResumeView,
+    CeleryTaskRetryView,
+    CeleryTaskRevokeView,
+    CeleryTaskTerminateView,
+)
 from dojo.api_v2.health import HealthLiveView, HealthReadyView
 from dojo.api_v2.periodic import PeriodicTaskEnabledView, PeriodicTaskRunView
 from dojo.api_v2.processes import CeleryProcessesView
 from dojo.api_v2.queues import CeleryQueueBreakdownView, CeleryQueuesView
 from dojo.api_v2.views import (
     CeleryHistoryView,
-    CeleryQueuePurgeView,
     CeleryStatusView,
     CeleryTaskSearchView,
 )
@@ -15,6 +23,12 @@ from dojo.api_v2.views import (
 urlpatterns = [
     path("celery/status/", CeleryStatusView.as_view(), name="celery_status"),
     path("celery/queue/purge/", CeleryQueuePurgeView.as_view(), name="celery_queue_purge"),
+    path("celery/queue/purge-task/", CeleryQueuePurgeTaskView.as_view(), name="celery_queue_purge_task"),
+    path("celery/queues/pause/", CeleryQueuePauseView.as_view(), name="celery_queue_pause"),
+    path("celery/queues/resume/", CeleryQueueResumeView.as_view(), name="celery_queue_resume"),
+    path("celery/tasks/retry/", CeleryTaskRetryView.as_view(), name="celery_task_retry"),
+    path("celery/tasks/revoke/", CeleryTaskRevokeView.as_view(), name="celery_task_revoke"),
+    path("celery/tasks/terminate/", CeleryTaskTerminateView.as_view(), name="celery_task_terminate"),
     path("celery/queues/", CeleryQueuesView.as_view(), name="celery_queues"),
     path("celery/queues/breakdown/", CeleryQueueBreakdownView.as_view(), name="celery_queue_breakdown"),
     path("celery/processes/", CeleryProcessesView.as_view(), name="celery_processes"),

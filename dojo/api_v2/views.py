@@ -1,4 +1,7 @@
-"""Celery status and queue purge. Thin: the service does the work, views map its errors to HTTP."""
+"""Celery status, task search and history (the controls are in controls.py).
+
+Thin: the service does the work, views map its errors to HTTP.
+"""
 
 from datetime import timedelta
 
@@ -14,8 +17,6 @@ from rest_framework.views import APIView
 from dojo.api_v2.backends import BACKEND_PARAMETER, requested_backend
 from dojo.api_v2.serializers import (
     CeleryDisabledSerializer,
-    CeleryQueuePurgeRequestSerializer,
-    CeleryQueuePurgeSerializer,
     CeleryStatusSerializer,
     ErrorSerializer,
     HistoryQuerySerializer,
@@ -23,10 +24,9 @@ from dojo.api_v2.serializers import (
     TaskSearchQuerySerializer,
     TaskSearchSerializer,
 )
-from dojo.celery_ops import BrokerUnavailable, forget_status, get_status, purge_queue
+from dojo.celery_ops import get_status
 from dojo.celery_ops.history import snapshots_since
 from dojo.celery_ops.tasks import TaskQuery, find_tasks
-from dojo.models import SystemSettings
 
 DENIED = OpenApiResponse(ErrorSerializer, description="Not authenticated, or not a superuser.")
 
@@ -62,40 +62,6 @@ class CeleryStatusView(APIView):
         backend = requested_backend(request)
         refresh = request.query_params.get("refresh", "").lower() in ("1", "true", "yes")
         return Response(CeleryStatusSerializer(get_status(refresh=refresh, backend=backend)).data)
-
-
-class CeleryQueuePurgeView(APIView):
-    @extend_schema(
-        tags=["celery"],
-        summary="Remove every ready message from a configured queue",
-        request=CeleryQueuePurgeRequestSerializer,
-        responses={
-            200: CeleryQueuePurgeSerializer,
-            400: OpenApiResponse(description="The queue is not one of the configured queues; nothing was purged."),
-            401: DENIED,
-            403: OpenApiResponse(ErrorSerializer, description="Not a superuser, or purge is disabled."),
-            503: OpenApiResponse(
-                ErrorSerializer, description="The broker is unreachable, or Celery is off; nothing was purged."
-            ),
-        },
-    )
-    def post(self, request: Request) -> Response:
-        body = CeleryQueuePurgeRequestSerializer(data=request.data)
-        body.is_valid(raise_exception=True)
-        if not settings.CELERY_ENABLED:
-            return Response({"detail": CELERY_DISABLED["message"]}, status=status.HTTP_503_SERVICE_UNAVAILABLE)
-        if not SystemSettings.load().allow_queue_purge:
-            return Response({"detail": "Queue purge is disabled in System Settings."}, status=status.HTTP_403_FORBIDDEN)
-        backend = body.validated_data.get("backend")
-        try:
-            result = purge_queue(body.validated_data.get("queue"), backend)
-        except BrokerUnavailable as exc:
-            return Response(
-                {"detail": f"Celery broker unreachable, nothing was purged: {exc}"},
-                status=status.HTTP_503_SERVICE_UNAVAILABLE,
-            )
-        forget_status(backend)
-        return Response(CeleryQueuePurgeSerializer(result).data)
 
 
 class CeleryTaskSearchView(APIView):

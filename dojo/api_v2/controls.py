@@ -1,0 +1,312 @@
+"""The Celery controls: pause/resume a queue, purge it whole or by task name, retry, revoke and
+terminate a task. Each is a POST (CSRF-checked on session auth) needing its own permission
+(CanControlCelery), and leaves one audit row per request: ok, refused (bad input, no permission,
+nothing to act on) or failed (the broker did not answer: 503 with the reason).
+
+Anonymous requests are turned away without an audit row, so they cannot fill the log.
+"""
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from django.conf import settings
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import serializers, status
+from rest_framework.exceptions import ParseError, UnsupportedMediaType, ValidationError
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from dojo.api_v2.control_serializers import (
+    QueuePauseRequestSerializer,
+    QueuePauseSerializer,
+    TaskIdRequestSerializer,
+    TaskPurgeRequestSerializer,
+    TaskPurgeSerializer,
+    TaskRetrySerializer,
+    TaskRevokeSerializer,
+    TaskTerminateRequestSerializer,
+)
+from dojo.api_v2.permissions import CanControlCelery
+from dojo.api_v2.serializers import CeleryQueuePurgeRequestSerializer, CeleryQueuePurgeSerializer, ErrorSerializer
+from dojo.celery_ops.audit import Result, record_action
+from dojo.celery_ops.backends import CeleryBackend, get_backend
+from dojo.celery_ops.connection import BrokerUnavailable
+from dojo.celery_ops.pauses import InvalidQueueName, PauseResult, pause_queue, resume_queue
+from dojo.celery_ops.purge_task import PurgeByNameUnsupported, TaskPurgeResult, purge_task_name
+from dojo.celery_ops.queues import PurgeResult, UnknownQueue, default_queue, purge_queue
+from dojo.celery_ops.retry import NotRetryable, RetryResult, UnknownTask, retry_task
+from dojo.celery_ops.revocations import RevokeResult, TaskNotRunning, revoke_task, terminate_task
+from dojo.models import SystemSettings
+
+CELERY_OFF = "Celery is not enabled (DD_CELERY_ENABLED=false)."
+
+
+class PurgeDisabled(PermissionError):
+    """System Settings turn queue purge off."""
+
+
+class CeleryControlView(APIView):
+    """One control: validate, act through the service, map its errors to HTTP, audit."""
+
+    permission_classes = [CanControlCelery]
+    celery_permission: str  # a codename of dojo.CeleryAuditLog's Meta permissions
+    audit_action: str
+    request_serializer: type[serializers.Serializer]
+    response_serializer: type[serializers.Serializer]
+    target_fields: tuple[str, ...]
+    # Service errors that refuse the request: HTTP status, and the body field named (None: "detail").
+    refusals: Mapping[type[Exception], tuple[int, str | None]] = {}
+
+    def perform(self, request: Request, data: dict, backend: CeleryBackend) -> Any:
+        raise NotImplementedError
+
+    def counts(self, result: Any) -> dict[str, int]:
+        return {}
+
+    def detail(self, result: Any) -> str:
+        return ""
+
+    def target(self, values: Mapping) -> str:
+        return " ".join(str(values[name]) for name in self.target_fields if values.get(name) not in (None, ""))
+
+    def control(self, request: Request) -> Response:
+        raw = _raw_values(request)
+        body = self.request_serializer(data=raw)
+        if not body.is_valid():
+            self._audit(request, raw, Result.REFUSED, detail=json.dumps(body.errors))
+            raise ValidationError(body.errors)
+        data = body.validated_data
+        backend = data.get("backend") or get_backend()
+        audited = {**data, "backend": backend.alias}
+        if not settings.CELERY_ENABLED:
+            self._audit(request, audited, Result.FAILED, detail=CELERY_OFF)
+            return Response({"detail": CELERY_OFF}, status=status.HTTP_503_SERVICE_UNAVAILABLE)
+        try:
+            result = self.perform(request, data, backend)
+        except BrokerUnavailable as exc:
+            message = f"Celery broker of backend {backend.alias} unreachable, nothing was done: {exc}"
+            self._audit(request, audited, Result.FAILED, detail=message)
+            return Response({"detail": message}, status=status.HTTP_503_SERVICE_UNAVAILABLE)
+        except tuple(self.refusals) as exc:
+            code, field = next(refusal for kind, refusal in self.refusals.items() if isinstance(exc, kind))
+            message = str(exc)
+            self._audit(request, audited, Result.REFUSED, detail=message)
+            return Response({field: [message]} if field else {"detail": message}, status=code)
+        self._audit(request, audited, Result.OK, counts=self.counts(result), detail=self.detail(result))
+        return Response(self.response_serializer(result).data)
+
+    def permission_denied(self, request: Request, message: str | None = None, code: str | None = None) -> None:
+        if request.user and request.user.is_authenticated:
+            self._audit(request, _raw_values(request), Result.REFUSED, detail=message or "permission denied")
+        super().permission_denied(request, message=message, code=code)
+
+    def _audit(
+        self, request: Request, values: Mapping, result: str, counts: dict | None = None, detail: str = ""
+    ) -> None:
+        backend = values.get("backend")
+        record_action(
+            request.user,
+            backend=str(backend or "default")[:100],
+            action=self.audit_action,
+            target=self.target(values),
+            result=result,
+            counts=counts,
+            detail=detail,
+        )
+
+
+def _raw_values(request: Request) -> Mapping:
+    """The request body as sent, or {} when it is not a JSON object or form (the serializer says why)."""
+    try:
+        data = request.data
+    except (ParseError, UnsupportedMediaType):
+        return {}
+    return data if isinstance(data, Mapping) else {}
+
+
+def control_schema(summary: str, request: type, response: type, extra: dict[int, OpenApiResponse] | None = None) -> Any:
+    return extend_schema(
+        tags=["celery"],
+        summary=summary,
+        request=request,
+        responses={
+            200: response,
+            400: OpenApiResponse(description="Bad input: the body names the field and why; nothing was done."),
+            401: OpenApiResponse(ErrorSerializer, description="Not authenticated."),
+            403: OpenApiResponse(
+                ErrorSerializer,
+                description="Missing the action's permission, read-only mode (DD_CELERY_READ_ONLY), or no CSRF "
+                "token with session authentication.",
+            ),
+            503: OpenApiResponse(ErrorSerializer, description="The broker is unreachable (or Celery is off)."),
+            **(extra or {}),
+        },
+    )
+
+
+class CeleryQueuePauseView(CeleryControlView):
+    celery_permission = "pause_queue"
+    audit_action = "pause_queue"
+    request_serializer = QueuePauseRequestSerializer
+    response_serializer = QueuePauseSerializer
+    target_fields = ("queue",)
+    refusals = {InvalidQueueName: (400, "queue")}
+
+    def perform(self, request: Request, data: dict, backend: CeleryBackend) -> PauseResult:
+        return pause_queue(data["queue"], backend, request.user)
+
+    def counts(self, result: PauseResult) -> dict[str, int]:
+        return {"workers": len(result.workers)}
+
+    def detail(self, result: PauseResult) -> str:
+        return ", ".join(result.workers)
+
+    @control_schema(
+        "Pause a queue: the live workers stop consuming it, and workers starting later skip it",
+        QueuePauseRequestSerializer,
+        QueuePauseSerializer,
+    )
+    def post(self, request: Request) -> Response:
+        return self.control(request)
+
+
+class CeleryQueueResumeView(CeleryQueuePauseView):
+    audit_action = "resume_queue"
+
+    def perform(self, request: Request, data: dict, backend: CeleryBackend) -> PauseResult:
+        return resume_queue(data["queue"], backend, request.user)
+
+    @control_schema(
+        "Resume a queue: the live workers whose own queue selection includes it consume it again",
+        QueuePauseRequestSerializer,
+        QueuePauseSerializer,
+    )
+    def post(self, request: Request) -> Response:
+        return self.control(request)
+
+
+class CeleryQueuePurgeView(CeleryControlView):
+    celery_permission = "purge_queue"
+    audit_action = "purge_queue"
+    request_serializer = CeleryQueuePurgeRequestSerializer
+    response_serializer = CeleryQueuePurgeSerializer
+    target_fields = ("queue",)
+    refusals = {UnknownQueue: (400, "queue"), PurgeDisabled: (403, None)}
+
+    def target(self, values: Mapping) -> str:
+        return super().target(values) or default_queue()
+
+    def perform(self, request: Request, data: dict, backend: CeleryBackend) -> PurgeResult:
+        if not SystemSettings.load().allow_queue_purge:
+            raise PurgeDisabled("Queue purge is disabled in System Settings.")
+        return purge_queue(data.get("queue"), backend)
+
+    def counts(self, result: PurgeResult) -> dict[str, int]:
+        return {"purged": result.purged}
+
+    @control_schema(
+        "Remove every ready message from a configured queue",
+        CeleryQueuePurgeRequestSerializer,
+        CeleryQueuePurgeSerializer,
+    )
+    def post(self, request: Request) -> Response:
+        return self.control(request)
+
+
+class CeleryQueuePurgeTaskView(CeleryControlView):
+    celery_permission = "purge_queue"
+    audit_action = "purge_task"
+    request_serializer = TaskPurgeRequestSerializer
+    response_serializer = TaskPurgeSerializer
+    target_fields = ("queue", "task_name")
+    refusals = {UnknownQueue: (400, "queue"), PurgeByNameUnsupported: (400, "backend")}
+
+    def perform(self, request: Request, data: dict, backend: CeleryBackend) -> TaskPurgeResult:
+        return purge_task_name(data["queue"], data["task_name"], backend)
+
+    def counts(self, result: TaskPurgeResult) -> dict[str, int]:
+        return {"purged": result.purged}
+
+    @control_schema(
+        "Remove the ready messages of one task name from a configured queue (Redis only; 400 on other brokers)",
+        TaskPurgeRequestSerializer,
+        TaskPurgeSerializer,
+    )
+    def post(self, request: Request) -> Response:
+        return self.control(request)
+
+
+class CeleryTaskRetryView(CeleryControlView):
+    celery_permission = "retry_task"
+    audit_action = "retry_task"
+    request_serializer = TaskIdRequestSerializer
+    response_serializer = TaskRetrySerializer
+    target_fields = ("task_id",)
+    refusals = {UnknownTask: (404, None), NotRetryable: (400, "task_id")}
+
+    def perform(self, request: Request, data: dict, backend: CeleryBackend) -> RetryResult:
+        return retry_task(data["task_id"], backend)
+
+    def detail(self, result: RetryResult) -> str:
+        return f"new task {result.task_id} ({result.task_name}) on queue {result.queue}"
+
+    @control_schema(
+        "Publish a failed (or revoked) task again with its stored name, arguments and queue; refused when the "
+        "stored arguments are incomplete",
+        TaskIdRequestSerializer,
+        TaskRetrySerializer,
+        {404: OpenApiResponse(ErrorSerializer, description="No stored result has this task id.")},
+    )
+    def post(self, request: Request) -> Response:
+        return self.control(request)
+
+
+class CeleryTaskRevokeView(CeleryControlView):
+    celery_permission = "revoke_task"
+    audit_action = "revoke_task"
+    request_serializer = TaskIdRequestSerializer
+    response_serializer = TaskRevokeSerializer
+    target_fields = ("task_id",)
+
+    def perform(self, request: Request, data: dict, backend: CeleryBackend) -> RevokeResult:
+        return revoke_task(data["task_id"], backend)
+
+    def counts(self, result: RevokeResult) -> dict[str, int]:
+        return {"workers": len(result.workers)}
+
+    @control_schema(
+        "Revoke a task: workers discard it when it arrives; workers starting later know it too",
+        TaskIdRequestSerializer,
+        TaskRevokeSerializer,
+    )
+    def post(self, request: Request) -> Response:
+        return self.control(request)
+
+
+class CeleryTaskTerminateView(CeleryControlView):
+    celery_permission = "terminate_task"
+    audit_action = "terminate_task"
+    request_serializer = TaskTerminateRequestSerializer
+    response_serializer = TaskRevokeSerializer
+    target_fields = ("task_id",)
+    refusals = {TaskNotRunning: (404, None)}
+
+    def perform(self, request: Request, data: dict, backend: CeleryBackend) -> RevokeResult:
+        return terminate_task(data["task_id"], data["signal"], backend)
+
+    def counts(self, result: RevokeResult) -> dict[str, int]:
+        return {"workers": len(result.workers)}
+
+    def detail(self, result: RevokeResult) -> str:
+        return f"{result.signal} on {', '.join(result.workers) or 'no worker answered'}"
+
+    @control_schema(
+        "Terminate a running task: revoke it and signal its pool process on the worker running it",
+        TaskTerminateRequestSerializer,
+        TaskRevokeSerializer,
+        {404: OpenApiResponse(ErrorSerializer, description="No live worker is running this task.")},
+    )
+    def post(self, request: Request) -> Response:
+        return self.control(request)
