@@ -13,8 +13,8 @@ from django.urls import reverse
 from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
 from dojo.celery_panel.sorting import Column, parse_ordering, sort_table
-from dojo.models import QueuePause
-from unittests.conftest import free_port, make_user
+from dojo.models import CeleryProcess, QueuePause
+from unittests.conftest import free_port, make_user, wait_for
 
 DASHBOARD = reverse("celery_panel:dashboard")
 SECTIONS = ["backend-context", "summary-cards", "queues", "processes", "recurring", "semaphores", "raw-rows"]
@@ -155,6 +155,23 @@ def test_staff_see_only_the_controls_of_their_permissions(three_queues, client):
     assert controls(client.get(DASHBOARD).content.decode()) == {"run"}
 
 
+@pytest.mark.django_db(transaction=True)
+def test_processes_show_each_worker_with_its_pool_children_live(redis_only, shared_database, client):
+    worker = redis_only.start_worker("w1", DD_DATABASE_URL=shared_database)
+    wait_for(lambda: CeleryProcess.objects.filter(backend="default").count() == 3, 30, "heartbeat rows")
+    client.force_login(make_user("staff", staff=True))
+
+    html = client.get(DASHBOARD).content.decode()
+
+    names = row_names(html, 'process-row[^"]*', "data-process")
+    assert names[0] == worker and len(names) == 3
+    rows = html.split('id="processes-table"')[1].split("</table>")[0].split('class="process-row')[1:]
+    assert all('class="state online">live<' in row for row in rows)
+    assert all(f"under {worker}" in row and "kind-pool" in row for row in rows[1:])
+    assert re.search(r'class="heartbeat">[\d-]+ [\d:]+ \(\d+\.\d s ago\)<', rows[0])
+    assert re.search(r'id="card-workers".*?card-value">1 / 0<', html, re.S)
+
+
 # --- the sort helper -----------------------------------------------------------------------
 
 
@@ -188,3 +205,46 @@ def test_sort_table_sorts_by_several_keys_with_unknown_values_last():
     assert name.url_primary == "?so=-1.-2&backend=x#things"  # made first, direction flipped
     unsorted = sort_table(ITEMS, COLUMNS, QueryDict(""), "so", "things")
     assert unsorted.rows == ITEMS and unsorted.headers[0].url_primary == "?so=1#things"
+
+
+# --- in the browser --------------------------------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_pause_and_resume_a_queue_from_the_page(redis_only, shared_database, settings, live_server, browser_page):
+    """Clicks Pause on a real worker's queue, accepts the confirmation, and sees the reloaded row
+    say paused with a Resume button; then resumes it the same way."""
+    settings.CELERY_TASK_QUEUES = {name: {"exchange": name, "routing_key": name} for name in ("celery", "reports")}
+    make_user("root", superuser=True)
+    worker = redis_only.start_worker(
+        "w1", queues="celery,reports", DD_DATABASE_URL=shared_database, DD_CELERY_QUEUES="celery,reports"
+    )
+    page = browser_page
+    dialogs: list[str] = []
+    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.accept()))
+
+    page.goto(live_server.url + reverse("admin:login") + "?next=" + DASHBOARD)
+    page.fill("#id_username", "root")
+    page.fill("#id_password", "pw-root")
+    page.click("input[type=submit], button[type=submit]")
+    row = page.locator('tr.queue-row[data-queue="reports"]')
+    row.wait_for()
+    assert row.locator("td.paused-cell").inner_text() == "no"
+    assert row.locator("td.live-workers").inner_text() == "1"
+
+    with page.expect_navigation():
+        row.locator('button[data-control="pause"]').click()
+    row.wait_for()
+    assert dialogs and dialogs[0].startswith("Pause queue reports?")
+    assert "paused" in row.get_attribute("class") and row.locator("td.paused-cell").inner_text() == "yes"
+    assert page.locator("#dashboard-messages li.success").inner_text().startswith("Paused reports")
+    assert QueuePause.objects.filter(backend="default", queue="reports").exists()
+    assert page.locator('tr.queue-row[data-queue="celery"] td.paused-cell').inner_text() == "no"
+
+    with page.expect_navigation():
+        row.locator('button[data-control="resume"]').click()
+    row.wait_for()
+    assert row.locator("td.paused-cell").inner_text() == "no"
+    assert row.locator('button[data-control="pause"]').count() == 1
+    assert not QueuePause.objects.filter(queue="reports").exists()
+    assert worker and page.console_errors == []

@@ -22,6 +22,7 @@ def test_screenshot_every_panel_page(redis_only, live_server, browser_page, tmp_
 
     pages = {
         "overview": reverse("celery_panel:overview"),
+        "dashboard": reverse("celery_panel:dashboard"),
         "workers": reverse("celery_panel:workers"),
         "worker_detail": reverse("celery_panel:worker_detail", args=[worker]),
         "queues": reverse("celery_panel:queues"),

@@ -19,6 +19,7 @@ from dojo.api_v2.permissions import controls_enabled
 from dojo.celery_ops import get_status, mask_url
 from dojo.celery_ops.backends import CeleryBackend, UnknownBackend, celery_backends, get_backend
 from dojo.celery_ops.connection import BrokerUnavailable
+from dojo.celery_ops.processes import STALE_AFTER_SECONDS, ProcessRow, list_processes
 from dojo.celery_ops.queue_table import QueueTable, queue_table
 from dojo.celery_ops.queues import default_queue
 from dojo.celery_ops.recurring import recurring_tasks
@@ -109,23 +110,12 @@ class Controls:
     toggle_periodic: bool
 
 
-def list_processes(alias: str) -> list:  # TEMPORARY until part D lands
-    try:
-        from dojo.celery_ops.processes import list_processes as read
-    except ImportError:
-        return []
-    return read(alias)
-
-
 def list_semaphores(backend: CeleryBackend) -> list:  # TEMPORARY until part B lands
     try:
         from dojo.celery_ops.semaphores import list_semaphores as read
     except ImportError:
         return []
     return read(backend)
-
-
-STALE_AFTER_SECONDS = 5  # TEMPORARY until part D lands
 
 
 def _allowed(request: HttpRequest, codename: str) -> bool:
@@ -165,7 +155,9 @@ def _anchor_url(request: HttpRequest, anchor: str, param: str = "", ordering: st
     return f"?{query.urlencode()}#{anchor}"
 
 
-def summary_cards(request: HttpRequest, table: QueueTable, status: CeleryStatus, processes: list) -> list[Card]:
+def summary_cards(
+    request: HttpRequest, table: QueueTable, status: CeleryStatus, processes: list[ProcessRow]
+) -> list[Card]:
     workers = [row for row in processes if row.kind == "worker"]
     live = sum(row.is_live for row in workers)
     latencies = [row.latency_seconds for row in table.rows if row.latency_seconds is not None]
@@ -178,7 +170,7 @@ def summary_cards(request: HttpRequest, table: QueueTable, status: CeleryStatus,
             "Workers live / stale",
             f"{live} / {len(workers) - live}",
             _anchor_url(request, "processes"),
-            f"stale: no heartbeat for {STALE_AFTER_SECONDS} s",
+            f"stale: no heartbeat for {STALE_AFTER_SECONDS:g} s",
         ),
         Card(
             "ready",
