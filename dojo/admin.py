@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from dojo.models import CeleryAuditLog, QueuePause, SystemSettings, TaskRevocation
+from dojo.models import CeleryAuditLog, CeleryProcess, QueuePause, SystemSettings, TaskRevocation
 
 
 @admin.register(SystemSettings)
@@ -49,3 +49,10 @@ class CeleryAuditLogAdmin(ReadOnlyAdmin):
     list_filter = ("action", "result", "backend")
     search_fields = ("username", "target", "detail")
     date_hierarchy = "created_at"
+
+
+@admin.register(CeleryProcess)
+class CeleryProcessAdmin(ReadOnlyAdmin):
+    list_display = ("name", "kind", "backend", "hostname", "pid", "parent", "started_at", "last_heartbeat_at")
+    list_filter = ("backend", "kind")
+    search_fields = ("name", "hostname")

@@ -92,6 +92,21 @@ def test_a_backend_whose_broker_is_down_still_renders_without_its_password(redis
 
 
 @pytest.mark.django_db
+def test_raw_row_links_open_the_changelists_filtered_by_backend(redis_only, client):
+    client.force_login(make_user("root", superuser=True))
+    html = client.get(DASHBOARD).content.decode()
+    raw = html.split('id="raw-rows"')[1]
+    links = re.findall(r'<a href="([^"]+)"', raw)
+
+    for model in ("queuepause", "celeryprocess", "celeryauditlog"):
+        assert reverse(f"admin:dojo_{model}_changelist") + "?backend=default" in links, model
+    assert reverse("admin:django_celery_beat_periodictask_changelist") in links
+    assert len(links) == 5
+    for link in links:
+        assert client.get(link.replace("&amp;", "&")).status_code == 200, link
+
+
+@pytest.mark.django_db
 def test_anonymous_and_non_staff_users_go_to_the_admin_login(client):
     login = reverse("admin:login")
     assert client.get(DASHBOARD)["Location"].startswith(login)
