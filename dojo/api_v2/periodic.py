@@ -1,25 +1,27 @@
 """Recurring (periodic) task controls: run now, enable/disable. Thin: dojo.celery_ops.recurring does
-the work and writes the audit rows; these views map its errors to HTTP."""
+the work; CeleryControlView checks the permission, maps the errors to HTTP and writes the audit row."""
 
-from django.conf import settings
-from drf_spectacular.utils import OpenApiResponse, extend_schema
-from rest_framework import serializers, status
+from collections.abc import Mapping
+
+from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.views import APIView
 
 from dojo.api_v2.backends import BackendField
-from dojo.api_v2.permissions import CanControlCelery
-from dojo.api_v2.serializers import ErrorSerializer
-from dojo.celery_ops import BrokerUnavailable
-from dojo.celery_ops.backends import DEFAULT_ALIAS
-from dojo.celery_ops.recurring import RecurringTaskRefused, UnknownRecurringTask, run_now, set_enabled
+from dojo.api_v2.controls import CeleryControlView, control_schema
+from dojo.celery_ops.backends import CeleryBackend
+from dojo.celery_ops.recurring import (
+    RecurringTask,
+    RecurringTaskRefused,
+    RunResult,
+    UnknownRecurringTask,
+    run_now,
+    set_enabled,
+)
 
 KEY_HELP = "The recurring task's key: its name in CELERY_BEAT_SCHEDULE or in django-celery-beat."
-BAD_KEY = OpenApiResponse(description="Unknown key, or an entry that cannot take this action (the body says why).")
-DENIED = OpenApiResponse(
-    ErrorSerializer, description="Not authenticated, without this action's permission, or DD_CELERY_READ_ONLY is on."
-)
+# An unknown key, or an entry that cannot take the action: 400 naming the field.
+KEY_REFUSALS = {UnknownRecurringTask: (400, "key"), RecurringTaskRefused: (400, "key")}
 
 
 class PeriodicRunRequestSerializer(serializers.Serializer):
@@ -52,64 +54,51 @@ class RecurringTaskSerializer(serializers.Serializer):
     next_run_at = serializers.DateTimeField(allow_null=True)
 
 
-def _bad_key(exc: Exception) -> serializers.ValidationError:
-    return serializers.ValidationError({"key": [str(exc)]})
-
-
-class PeriodicTaskRunView(APIView):
-    permission_classes = [CanControlCelery]
+class PeriodicTaskRunView(CeleryControlView):
     celery_permission = "run_periodic_task"
+    audit_action = "run_periodic_task"
+    request_serializer = PeriodicRunRequestSerializer
+    response_serializer = PeriodicRunSerializer
+    target_fields = ("key",)
+    refusals = KEY_REFUSALS
 
-    @extend_schema(
-        tags=["celery"],
-        summary="Run a recurring task now, with its args, kwargs and queue",
-        request=PeriodicRunRequestSerializer,
-        responses={
-            200: PeriodicRunSerializer,
-            400: BAD_KEY,
-            401: DENIED,
-            403: DENIED,
-            503: OpenApiResponse(ErrorSerializer, description="The broker is unreachable, or Celery is off."),
-        },
+    def perform(self, request: Request, data: dict, backend: CeleryBackend) -> RunResult:
+        return run_now(data["key"], backend)
+
+    def detail(self, result: RunResult) -> str:
+        return f"task {result.task_id} on queue {result.queue}"
+
+    @control_schema(
+        "Run a recurring task now, with its args, kwargs and queue", PeriodicRunRequestSerializer, PeriodicRunSerializer
     )
     def post(self, request: Request) -> Response:
-        body = PeriodicRunRequestSerializer(data=request.data)
-        body.is_valid(raise_exception=True)
-        if not settings.CELERY_ENABLED:
-            return Response({"detail": "Celery is not enabled."}, status=status.HTTP_503_SERVICE_UNAVAILABLE)
-        try:
-            result = run_now(body.validated_data["key"], body.validated_data.get("backend"), request.user)
-        except (UnknownRecurringTask, RecurringTaskRefused) as exc:
-            raise _bad_key(exc) from exc
-        except BrokerUnavailable as exc:
-            return Response(
-                {"detail": f"Celery broker unreachable, nothing was sent: {exc}"},
-                status=status.HTTP_503_SERVICE_UNAVAILABLE,
-            )
-        return Response(PeriodicRunSerializer(result).data)
+        return self.control(request)
 
 
-class PeriodicTaskEnabledView(APIView):
-    permission_classes = [CanControlCelery]
+class PeriodicTaskEnabledView(CeleryControlView):
     celery_permission = "toggle_periodic_task"
+    audit_action = "toggle_periodic_task"
+    request_serializer = PeriodicEnabledRequestSerializer
+    response_serializer = RecurringTaskSerializer
+    target_fields = ("key",)
+    refusals = KEY_REFUSALS
 
-    @extend_schema(
-        tags=["celery"],
-        summary="Enable or disable a django-celery-beat entry (beat is told to reload)",
-        request=PeriodicEnabledRequestSerializer,
-        responses={200: RecurringTaskSerializer, 400: BAD_KEY, 401: DENIED, 403: DENIED},
+    def perform(self, request: Request, data: dict, backend: CeleryBackend) -> RecurringTask:
+        return set_enabled(data["key"], data["enabled"])
+
+    def target(self, values: Mapping) -> str:
+        """The key and what was asked: "nightly (disable)"."""
+        enabled = values.get("enabled")
+        asked = "enable" if enabled is True else "disable" if enabled is False else None
+        return " ".join(part for part in (super().target(values), f"({asked})" if asked else "") if part)
+
+    def counts(self, result: RecurringTask) -> dict[str, int]:
+        return {"enabled": int(result.enabled)}
+
+    @control_schema(
+        "Enable or disable a django-celery-beat entry (beat is told to reload)",
+        PeriodicEnabledRequestSerializer,
+        RecurringTaskSerializer,
     )
     def post(self, request: Request) -> Response:
-        body = PeriodicEnabledRequestSerializer(data=request.data)
-        body.is_valid(raise_exception=True)
-        backend = body.validated_data.get("backend")
-        try:
-            entry = set_enabled(
-                body.validated_data["key"],
-                body.validated_data["enabled"],
-                request.user,
-                backend.alias if backend else DEFAULT_ALIAS,
-            )
-        except (UnknownRecurringTask, RecurringTaskRefused) as exc:
-            raise _bad_key(exc) from exc
-        return Response(RecurringTaskSerializer(entry).data)
+        return self.control(request)

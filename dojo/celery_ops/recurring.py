@@ -9,19 +9,13 @@ its state from the database row.
 from dataclasses import dataclass
 from datetime import datetime
 
-from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from kombu.exceptions import OperationalError
 
 from dojo.celery import app
-from dojo.celery_ops.audit import Result, record_action
-from dojo.celery_ops.backends import DEFAULT_ALIAS, CeleryBackend, get_backend
+from dojo.celery_ops.backends import CeleryBackend, get_backend
 from dojo.celery_ops.connection import BrokerUnavailable, broker_connection, redact
 from dojo.celery_panel.backends.periodic import BeatAndDatabasePeriodicTasksBackend
 from dojo.celery_panel.pages import PeriodicTaskRow
-
-RUN_ACTION = "run_periodic_task"
-ENABLE_ACTION = "enable_periodic_task"
-DISABLE_ACTION = "disable_periodic_task"
 
 
 @dataclass(frozen=True)
@@ -87,58 +81,32 @@ def _row(key: str) -> PeriodicTaskRow:
     raise UnknownRecurringTask(f"No recurring task has the key {key!r}.")
 
 
-def run_now(key: str, backend: CeleryBackend | None, user: AbstractBaseUser | AnonymousUser | None) -> RunResult:
-    """Publish the entry's task with its args, kwargs and queue to `backend`'s broker, once, now.
-
-    Writes the audit row: ok with the new task id, refused (bad key or arguments), failed (broker).
-    """
+def run_now(key: str, backend: CeleryBackend | None = None) -> RunResult:
+    """Publish the entry's task with its args, kwargs and queue to `backend`'s broker, once, now."""
     backend = backend or get_backend()
-    try:
-        row = _row(key)
-        if not isinstance(row.args or [], list) or not isinstance(row.kwargs or {}, dict):
-            raise RecurringTaskRefused(f"The stored arguments of {key!r} are not a JSON list and object.")
-    except (UnknownRecurringTask, RecurringTaskRefused) as exc:
-        record_action(user, backend.alias, RUN_ACTION, key, Result.REFUSED, detail=str(exc))
-        raise
+    row = _row(key)
+    if not isinstance(row.args or [], list) or not isinstance(row.kwargs or {}, dict):
+        raise RecurringTaskRefused(f"The stored arguments of {key!r} are not a JSON list and object.")
     queue = _routed_queue(row.task, row.queue)
-    try:
-        with broker_connection(backend=backend) as conn:
-            try:
-                # connection=: the producer publishes on this bounded connection, not the app's pool;
-                # retry=False: one attempt, the connection's time bound is the only wait.
-                sent = app.send_task(
-                    row.task, args=row.args or [], kwargs=row.kwargs or {}, queue=queue, connection=conn, retry=False
-                )
-            except OperationalError as exc:  # kombu wraps the transport's errors when publishing
-                raise BrokerUnavailable(redact(f"{type(exc).__name__}: {exc}")) from exc
-    except BrokerUnavailable as exc:
-        record_action(user, backend.alias, RUN_ACTION, key, Result.FAILED, detail=str(exc))
-        raise
-    record_action(user, backend.alias, RUN_ACTION, key, Result.OK, detail=f"task {sent.id} on queue {queue}")
+    with broker_connection(backend=backend) as conn:
+        try:
+            # connection=: the producer publishes on this bounded connection, not the app's pool;
+            # retry=False: one attempt, the connection's time bound is the only wait.
+            sent = app.send_task(
+                row.task, args=row.args or [], kwargs=row.kwargs or {}, queue=queue, connection=conn, retry=False
+            )
+        except OperationalError as exc:  # kombu wraps the transport's errors when publishing
+            raise BrokerUnavailable(redact(f"{type(exc).__name__}: {exc}")) from exc
     return RunResult(key=key, task_id=sent.id, task_name=row.task, queue=queue, backend=backend.alias)
 
 
-def set_enabled(
-    key: str, enabled: bool, user: AbstractBaseUser | AnonymousUser | None = None, backend_alias: str = DEFAULT_ALIAS
-) -> RecurringTask:
+def set_enabled(key: str, enabled: bool) -> RecurringTask:
     """Enable or disable a database entry and tell beat (PeriodicTasks.update_changed), as
-    django-celery-beat's admin actions do. Static entries come from settings: refused.
-
-    Writes the audit row (ok or refused).
-    """
+    django-celery-beat's admin actions do. Static entries come from settings: refused."""
     from django_celery_beat.models import PeriodicTask, PeriodicTasks
 
-    action = ENABLE_ACTION if enabled else DISABLE_ACTION
-    try:
-        row = _row(key)
-        if row.source == "static":
-            raise RecurringTaskRefused(
-                f"{key!r} comes from settings (CELERY_BEAT_SCHEDULE): change it there, not here."
-            )
-    except (UnknownRecurringTask, RecurringTaskRefused) as exc:
-        record_action(user, backend_alias, action, key, Result.REFUSED, detail=str(exc))
-        raise
+    if _row(key).source == "static":
+        raise RecurringTaskRefused(f"{key!r} comes from settings (CELERY_BEAT_SCHEDULE): change it there, not here.")
     PeriodicTask.objects.filter(name=key).update(enabled=enabled)
     PeriodicTasks.update_changed()
-    record_action(user, backend_alias, action, key, Result.OK, counts={"enabled": int(enabled)})
     return _recurring(_row(key))
