@@ -72,10 +72,14 @@ class CeleryControlView(APIView):
         return " ".join(str(values[name]) for name in self.target_fields if values.get(name) not in (None, ""))
 
     def control(self, request: Request) -> Response:
-        raw = _raw_values(request)
-        body = self.request_serializer(data=raw)
+        try:
+            sent = request.data
+        except (ParseError, UnsupportedMediaType) as exc:
+            self._audit(request, {}, Result.REFUSED, detail=str(exc))
+            raise
+        body = self.request_serializer(data=sent)
         if not body.is_valid():
-            self._audit(request, raw, Result.REFUSED, detail=json.dumps(body.errors))
+            self._audit(request, _raw_values(request), Result.REFUSED, detail=json.dumps(body.errors))
             raise ValidationError(body.errors)
         data = body.validated_data
         backend = data.get("backend") or get_backend()
