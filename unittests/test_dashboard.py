@@ -226,7 +226,9 @@ def test_sort_table_sorts_by_several_keys_with_unknown_values_last():
 
 
 @pytest.mark.django_db(transaction=True)
-def test_pause_and_resume_a_queue_from_the_page(redis_only, shared_database, settings, live_server, browser_page):
+def test_pause_and_resume_a_queue_from_the_page(
+    redis_only, shared_database, settings, live_server, browser_page, tmp_path
+):
     """Clicks Pause on a real worker's queue, accepts the confirmation, and sees the reloaded row
     say paused with a Resume button; then resumes it the same way."""
     settings.CELERY_TASK_QUEUES = {name: {"exchange": name, "routing_key": name} for name in ("celery", "reports")}
@@ -255,6 +257,9 @@ def test_pause_and_resume_a_queue_from_the_page(redis_only, shared_database, set
     assert page.locator("#dashboard-messages li.success").inner_text().startswith("Paused reports")
     assert QueuePause.objects.filter(backend="default", queue="reports").exists()
     assert page.locator('tr.queue-row[data-queue="celery"] td.paused-cell').inner_text() == "no"
+    row.locator("button.breakdown-toggle").click()
+    page.locator("tr.breakdown-row:not([hidden]) table").first.wait_for()
+    page.screenshot(path=str(tmp_path / "dashboard.png"), full_page=True)
 
     with page.expect_navigation():
         row.locator('button[data-control="resume"]').click()
