@@ -14,6 +14,7 @@ from dojo.api_v2.health import HealthLiveView, HealthReadyView
 from dojo.api_v2.periodic import PeriodicTaskEnabledView, PeriodicTaskRunView
 from dojo.api_v2.processes import CeleryProcessesView
 from dojo.api_v2.queues import CeleryQueueBreakdownView, CeleryQueuesView
+from dojo.api_v2.semaphores import CelerySemaphoresView
 from dojo.api_v2.views import (
     CeleryHistoryView,
     CeleryStatusView,
@@ -31,6 +32,7 @@ urlpatterns = [
     path("celery/tasks/terminate/", CeleryTaskTerminateView.as_view(), name="celery_task_terminate"),
     path("celery/queues/", CeleryQueuesView.as_view(), name="celery_queues"),
     path("celery/queues/breakdown/", CeleryQueueBreakdownView.as_view(), name="celery_queue_breakdown"),
+    path("celery/semaphores/", CelerySemaphoresView.as_view(), name="celery_semaphores"),
     path("celery/processes/", CeleryProcessesView.as_view(), name="celery_processes"),
     path("celery/tasks/", CeleryTaskSearchView.as_view(), name="celery_tasks"),
     path("celery/history/", CeleryHistoryView.as_view(), name="celery_history"),
