@@ -300,3 +300,24 @@ def test_a_silent_broker_is_503_within_the_time_bound(redis_only, api, settings,
     assert response.status_code == 503
     assert time.monotonic() - started < 10
     assert not QueuePause.objects.exists()
+
+
+@pytest.mark.django_db
+def test_the_admin_shows_pauses_revocations_and_the_audit_log_read_only(client, superuser):
+    QueuePause.objects.create(queue="reports", paused_by="admin")
+    TaskRevocation.objects.create(task_id="revoked-id")
+    row = CeleryAuditLog.objects.create(
+        username="admin", backend="default", action="pause_queue", target="reports", result="ok"
+    )
+    client.force_login(superuser)
+    for model, shown in (
+        ("queuepause", "reports"),
+        ("taskrevocation", "revoked-id"),
+        ("celeryauditlog", "pause_queue"),
+    ):
+        page = client.get(reverse(f"admin:dojo_{model}_changelist"))
+        assert page.status_code == 200, model
+        assert shown in page.content.decode(), model
+        assert client.get(reverse(f"admin:dojo_{model}_add")).status_code == 403, model
+    assert client.post(reverse("admin:dojo_celeryauditlog_delete", args=[row.pk]), {"post": "yes"}).status_code == 403
+    assert CeleryAuditLog.objects.filter(pk=row.pk).exists()
