@@ -10,6 +10,7 @@ import pytest
 from django.contrib.auth.models import Permission
 from django.http import QueryDict
 from django.urls import reverse
+from django.utils import timezone
 from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
 from dojo.celery_panel.sorting import Column, parse_ordering, sort_table
@@ -88,6 +89,7 @@ def test_a_backend_whose_broker_is_down_still_renders_without_its_password(redis
     assert re.search(r'data-fact="broker">redis://:\*\*\*\*@127.0.0.1', html)
     assert 'data-backend-link="default"' in html and 'data-backend-link="other" class="current"' in html
     assert re.search(r'id="card-ready".*?card-value">-<', html, re.S)  # unknown, not 0
+    assert 'class="errornote">' in html.split('id="semaphores"')[1].split('id="raw-rows"')[0]
     assert staff_client.get(DASHBOARD, {"backend": "nope"}).status_code == 400
 
 
@@ -104,6 +106,18 @@ def test_raw_row_links_open_the_changelists_filtered_by_backend(redis_only, clie
     assert len(links) == 5
     for link in links:
         assert client.get(link.replace("&amp;", "&")).status_code == 200, link
+
+
+@pytest.mark.django_db
+def test_the_page_renders_on_rabbitmq_with_unknown_latency(rabbitmq_broker, staff_client):
+    publish(rabbitmq_broker, "celery", 2)
+
+    html = staff_client.get(DASHBOARD).content.decode()
+
+    row = html.split('data-queue="celery"')[1].split("</tr>")[0]
+    assert 'class="ready">2<' in row and 'class="latency">-<' in row  # RabbitMQ cannot show the oldest message
+    assert "guest:****@" in html and "guest:guest@" not in html
+    assert 'id="broker-error"' not in html
 
 
 @pytest.mark.django_db
@@ -187,6 +201,28 @@ def test_processes_show_each_worker_with_its_pool_children_live(redis_only, shar
     assert re.search(r'id="card-workers".*?card-value">1 / 0<', html, re.S)
 
 
+@pytest.mark.django_db
+def test_semaphores_show_limit_free_slots_waiters_and_expiry(redis_only, staff_client):
+    from dojo.celery_ops.backends import get_backend
+    from dojo.celery_ops.semaphores import Slot, acquire_slot, record_waiter
+
+    backend = get_backend()
+    for holder in ("run-1", "run-2"):
+        assert acquire_slot(Slot(backend, "report:42", holder, limit=3, expires=600))
+    assert acquire_slot(Slot(backend, "export", "run-3", limit=1, expires=600))
+    record_waiter(Slot(backend, "export", "run-4", 1, 600), "dojo.tasks.add", "celery", timezone.now())
+
+    html = staff_client.get(DASHBOARD, {"so": "-3"}).content.decode()
+
+    assert row_names(html, "semaphore-row", "data-key") == ["report:42", "export"]  # limit, descending
+    rows = html.split('id="semaphores-table"')[1].split('class="semaphore-row')[1:]
+    assert 'class="available">1<' in rows[0] and 'class="limit">3<' in rows[0] and 'class="waiters">0<' in rows[0]
+    assert 'class="available">0<' in rows[1] and 'class="waiters">1<' in rows[1]
+    assert re.search(r'class="expires">20\d\d-\d\d-\d\d [\d:]+<', rows[1])
+    queue = html.split('data-queue="celery"')[1].split("</tr>")[0]
+    assert 'class="blocked">1<' in queue and 'class="oldest-blocked">-<' not in queue
+
+
 # --- the sort helper -----------------------------------------------------------------------
 
 
@@ -230,7 +266,8 @@ def test_pause_and_resume_a_queue_from_the_page(
     redis_only, shared_database, settings, live_server, browser_page, tmp_path
 ):
     """Clicks Pause on a real worker's queue, accepts the confirmation, and sees the reloaded row
-    say paused with a Resume button; then resumes it the same way."""
+    say paused with a Resume button; then resumes it the same way, and runs a recurring task now."""
+    settings.CELERY_BEAT_SCHEDULE = {"add-now": {"task": "dojo.tasks.add", "schedule": 3600.0, "args": [2, 3]}}
     settings.CELERY_TASK_QUEUES = {name: {"exchange": name, "routing_key": name} for name in ("celery", "reports")}
     make_user("root", superuser=True)
     worker = redis_only.start_worker(
@@ -267,4 +304,10 @@ def test_pause_and_resume_a_queue_from_the_page(
     assert row.locator("td.paused-cell").inner_text() == "no"
     assert row.locator('button[data-control="pause"]').count() == 1
     assert not QueuePause.objects.filter(queue="reports").exists()
+
+    with page.expect_navigation():
+        page.locator('tr.recurring-row[data-key="add-now"] button[data-control="run"]').click()
+    sent = page.locator("#dashboard-messages li.success").inner_text()
+    task_id = re.fullmatch(r"Sent add-now as task ([0-9a-f-]+)\.", sent).group(1)
+    assert redis_only.client().AsyncResult(task_id).get(timeout=60) == 5
     assert worker and page.console_errors == []

@@ -23,6 +23,7 @@ from dojo.celery_ops.processes import STALE_AFTER_SECONDS, ProcessRow, list_proc
 from dojo.celery_ops.queue_table import QueueTable, queue_table
 from dojo.celery_ops.queues import default_queue
 from dojo.celery_ops.recurring import recurring_tasks
+from dojo.celery_ops.semaphores import list_semaphores
 from dojo.celery_ops.status import CeleryStatus
 from dojo.celery_panel.overview import task_activity
 from dojo.celery_panel.sorting import Column, SortedTable, sort_table
@@ -110,14 +111,6 @@ class Controls:
     toggle_periodic: bool
 
 
-def list_semaphores(backend: CeleryBackend) -> list:  # TEMPORARY until part B lands
-    try:
-        from dojo.celery_ops.semaphores import list_semaphores as read
-    except ImportError:
-        return []
-    return read(backend)
-
-
 def _allowed(request: HttpRequest, codename: str) -> bool:
     return controls_enabled() and request.user.has_perm(f"dojo.{codename}")
 
@@ -135,10 +128,10 @@ def _sorted(request: HttpRequest, name: str, rows: list, columns: list[Column]) 
     return sort_table(rows, columns, request.GET, SORT_PARAMS[name], name)
 
 
-def _section(request: HttpRequest, name: str, columns: list[Column], read) -> Section:
-    """A table whose rows `read()` returns; its error instead when the broker could not be read."""
+def _semaphores(request: HttpRequest, backend: CeleryBackend) -> Section:
+    """The semaphores table; the reason instead when their store (the broker's Redis) did not answer."""
     try:
-        return Section(_sorted(request, name, read(), columns))
+        return Section(_sorted(request, "semaphores", list_semaphores(backend), SEMAPHORE_COLUMNS))
     except BrokerUnavailable as exc:
         return Section(None, str(exc))
 
@@ -244,12 +237,12 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         "backend_facts": backend_facts(backend, table, status),
         "summary_cards": summary_cards(request, table, status, processes),
         "broker_error": table.broker_error,
-        "results_error": getattr(table, "results_error", None),
+        "results_error": table.results_error,
         "queues": _sorted(request, "queues", table.rows, QUEUE_COLUMNS),
         "shared_queues": _sorted(request, "shared", table.shared_rows, SHARED_QUEUE_COLUMNS),
         "processes": _sorted(request, "processes", processes, PROCESS_COLUMNS),
         "recurring": _sorted(request, "recurring", recurring_tasks(), RECURRING_COLUMNS),
-        "semaphores": _section(request, "semaphores", SEMAPHORE_COLUMNS, lambda: list_semaphores(backend)),
+        "semaphores": _semaphores(request, backend),
         "controls": user_controls(request),
         "read_only": not controls_enabled(),
     }
