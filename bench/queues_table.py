@@ -15,7 +15,8 @@ What it measures, on a private redis-server with 2 real `celery -A dojo worker` 
    table again with those results present (the table keeps the counts 60 s).
 3. The break down of one 1,000,000-message queue in a subprocess: wall time and peak RSS
    (`ru_maxrss`) against the process's RSS just before it (the peak is reset there with
-   /proc/self/clear_refs, so the start-up's own peak does not hide the break down's).
+   /proc/self/clear_refs, so the start-up's own peak does not hide the break down's); and the
+   same for the obvious way (LRANGE 0 -1 of every list, every message decoded), for comparison.
 
 Messages are real Celery protocol 2 envelopes: one is published through the project's app
 (so it carries the publish stamp header), read back, and cloned with new ids, task names,
@@ -258,7 +259,25 @@ def result_counts_check(expected_failed: int) -> Callable[[], tuple[bool, str]]:
     return call
 
 
-def breakdown_child(queue: str) -> int:
+def naive_breakdown(queue: str) -> tuple[int, dict[str, int], int]:
+    """The obvious way, for comparison: read every list whole (LRANGE 0 -1) and decode every
+    message; total, counts by task, messages kept."""
+    from collections import Counter
+
+    from dojo.celery_ops import redis_queue
+    from dojo.celery_ops.connection import broker_connection
+
+    with broker_connection(timeout=60) as conn:
+        channel = redis_queue.redis_channel(conn)
+        client = redis_queue.client(channel)
+        decoded = [
+            json.loads(raw) for key in redis_queue.priority_lists(channel, queue) for raw in client.lrange(key, 0, -1)
+        ]
+    by_task = Counter(message["headers"]["task"] for message in decoded)
+    return len(decoded), dict(by_task), min(len(decoded), 100)
+
+
+def breakdown_child(queue: str, naive: bool) -> int:
     """Run in the subprocess: break `queue` down, print wall time and peak RSS as JSON."""
     setup_django({})
     from dojo.celery_ops.breakdown import breakdown
@@ -272,27 +291,21 @@ def breakdown_child(queue: str) -> int:
         Path("/proc/self/clear_refs").write_text("5")
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     started = time.monotonic()
-    found = breakdown(queue)
+    if naive:
+        total, by_task, kept = naive_breakdown(queue)
+    else:
+        found = breakdown(queue)
+        total, by_task, kept = found.total, found.by_task, len(found.messages)
     wall = time.monotonic() - started
     rss_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(
-        json.dumps(
-            {
-                "wall_s": wall,
-                "rss_before_kb": rss_before,
-                "rss_peak_kb": rss_peak,
-                "total": found.total,
-                "by_task": found.by_task,
-                "messages": len(found.messages),
-            }
-        )
-    )
+    figures = {"wall_s": wall, "rss_before_kb": rss_before, "rss_peak_kb": rss_peak, "total": total}
+    print(json.dumps({**figures, "by_task": by_task, "messages": kept}))
     return 0
 
 
-def run_breakdown(env: dict[str, str], total: int) -> tuple[bool, dict]:
+def run_breakdown(env: dict[str, str], total: int, naive: bool = False) -> tuple[bool, dict]:
     done = subprocess.run(
-        [sys.executable, __file__, "--breakdown-child", BULK_QUEUE],
+        [sys.executable, __file__, "--breakdown-child", BULK_QUEUE, *(["--naive"] if naive else [])],
         cwd=ROOT,
         env={**os.environ, **env},
         capture_output=True,
@@ -352,12 +365,14 @@ def run(queue_count: int, total: int, runs: int, results: int) -> bool:
         seconds = fill([BULK_QUEUE], total)
         print(f"pushed {total:,} messages into {BULK_QUEUE!r} in {seconds:.1f} s")
         breakdown_ok, figures = run_breakdown(env, total)
-        return report([service, api, alternative, uncached, result_query, with_results], breakdown_ok, figures, total)
+        _, naive = run_breakdown(env, total, naive=True)
+        measures = [service, api, alternative, uncached, result_query, with_results]
+        return report(measures, breakdown_ok, {"breakdown()": figures, "LRANGE 0 -1 + json.loads": naive}, total)
     finally:
         started.stop_all()
 
 
-def report(series: list[Series], breakdown_ok: bool, figures: dict, total: int) -> bool:
+def report(series: list[Series], breakdown_ok: bool, breakdowns: dict[str, dict], total: int) -> bool:
     service, _api, alternative, *_ = series
     print()
     print(f"{'measure':<58} {'n':>4} {'fail':>5} {'p50 ms':>9} {'p95 ms':>9} {'max ms':>9}")
@@ -367,12 +382,13 @@ def report(series: list[Series], breakdown_ok: bool, figures: dict, total: int) 
             print(f"  note: {one.note}")
     ratio = alternative.percentile(50) / service.percentile(50)
     print(f"ratio p50(passive declare loop) / p50(queue_table): {ratio:.1f}x")
-    rss_before, rss_peak = figures["rss_before_kb"] / 1024, figures["rss_peak_kb"] / 1024
-    print(
-        f"break down of {figures['total']:,} messages: {figures['wall_s']:.1f} s "
-        f"({figures['total'] / figures['wall_s']:,.0f} messages/s), peak RSS {rss_peak:.1f} MiB "
-        f"against {rss_before:.1f} MiB before (+{rss_peak - rss_before:.1f} MiB); by task {figures['by_task']}"
-    )
+    for name, figures in breakdowns.items():
+        rss_before, rss_peak = figures["rss_before_kb"] / 1024, figures["rss_peak_kb"] / 1024
+        print(
+            f"break down of {figures['total']:,} messages with {name}: {figures['wall_s']:.1f} s "
+            f"({figures['total'] / figures['wall_s']:,.0f} messages/s), peak RSS {rss_peak:.1f} MiB "
+            f"against {rss_before:.1f} MiB before (+{rss_peak - rss_before:.1f} MiB); by task {figures['by_task']}"
+        )
     tables = (service, series[-1])  # without and with the stored results
     met = all(one.percentile(50) <= TARGET_P50_MS for one in tables)
     met = met and not any(one.failures for one in series) and breakdown_ok
@@ -391,9 +407,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=30, help="measured runs per measure (default 30)")
     parser.add_argument("--results", type=int, default=200_000, help="stored results (default 200,000)")
     parser.add_argument("--breakdown-child", metavar="QUEUE", help=argparse.SUPPRESS)
+    parser.add_argument("--naive", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.breakdown_child:
-        return breakdown_child(args.breakdown_child)
+        return breakdown_child(args.breakdown_child, args.naive)
     if min(args.queues, args.messages, args.runs, args.results) < 1:
         parser.error("every count must be at least 1")
 

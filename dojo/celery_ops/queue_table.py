@@ -38,6 +38,7 @@ from dojo.celery_ops.connection import BrokerUnavailable, broker_connection, red
 from dojo.celery_ops.pauses import paused_queues
 from dojo.celery_ops.queue_depth import QueueDepth, read_depths
 from dojo.celery_ops.queues import configured_queues
+from dojo.celery_ops.semaphores import blocked_by_queue
 from dojo.celery_ops.status import CeleryStatus
 
 logger = logging.getLogger(__name__)
@@ -101,7 +102,7 @@ def queue_table(backend: CeleryBackend | None = None) -> QueueTable:
     status = get_status(backend=backend)
     loads = _worker_loads(status)
     paused = paused_queues(backend.alias)
-    blocked = _blocked(backend.alias)
+    blocked = blocked_by_queue(backend.alias)
     sources = _sources(loads, paused, _periodic_queues())
     depths, broker_error = _read_depths(backend, status, list(sources))
     results = result_counts()
@@ -194,14 +195,6 @@ def _parse_eta(value: str | None) -> datetime | None:
     except ValueError:
         return None
     return eta.replace(tzinfo=eta.tzinfo or UTC) if eta else None
-
-
-def _blocked(backend_alias: str) -> dict:
-    try:  # TEMPORARY until part B lands
-        from dojo.celery_ops.semaphores import blocked_by_queue
-    except ImportError:
-        return {}
-    return blocked_by_queue(backend_alias)
 
 
 def _periodic_queues() -> set[str]:
