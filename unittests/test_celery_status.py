@@ -69,7 +69,11 @@ def test_purge_removes_exactly_the_named_queue(broker, api, settings):
 
     response = api.post(PURGE, {"queue": "reports"}, format="json")
     assert response.json() == {"queue": "reports", "purged": 4, "backend": "default"}
-    assert api.post(PURGE, {"queue": "reports"}, format="json").json() == {"queue": "reports", "purged": 0, "backend": "default"}
+    assert api.post(PURGE, {"queue": "reports"}, format="json").json() == {
+        "queue": "reports",
+        "purged": 0,
+        "backend": "default",
+    }
 
 
 @pytest.mark.django_db

@@ -118,7 +118,11 @@ def test_purge_removes_exactly_the_named_queue(rabbit, api, settings):
     listed = rabbit_queues(rabbit)
     assert (listed["reports"]["messages_ready"], listed["celery"]["messages_ready"]) == (0, 4)
 
-    assert api.post(PURGE, {"queue": "reports"}, format="json").json() == {"queue": "reports", "purged": 0, "backend": "default"}
+    assert api.post(PURGE, {"queue": "reports"}, format="json").json() == {
+        "queue": "reports",
+        "purged": 0,
+        "backend": "default",
+    }
     assert api.post(PURGE, {}, format="json").json() == {"queue": "celery", "purged": 4, "backend": "default"}
     assert rabbit_queues(rabbit)["celery"]["messages_ready"] == 0
 
@@ -145,7 +149,11 @@ def test_looking_creates_no_queue(rabbit, api, settings):
     assert body["broker_status"] is True
     assert body["queues"]["absent"] == {"ready": 0, "consumers": 0}
     assert body["queues"]["celery"] == {"ready": 0, "consumers": 0}
-    assert api.post(PURGE, {"queue": "absent"}, format="json").json() == {"queue": "absent", "purged": 0, "backend": "default"}
+    assert api.post(PURGE, {"queue": "absent"}, format="json").json() == {
+        "queue": "absent",
+        "purged": 0,
+        "backend": "default",
+    }
 
     created = set(rabbit_queues(rabbit)) - before
     assert "absent" not in created
