@@ -21,7 +21,7 @@ from dojo.celery_ops.backends import CeleryBackend, get_backend
 from dojo.celery_ops.cache import forget_status
 from dojo.celery_ops.connection import broker_connection
 from dojo.celery_ops.queues import UnknownQueue, configured_queues
-from dojo.celery_ops.redis_queue import BATCH, decode, priority_lists, redis_channel
+from dojo.celery_ops.redis_queue import BATCH, client, decode, priority_lists, redis_channel
 
 REMOVE_BATCH = 100  # LREMs per pipeline: each may walk a long list, and the round trip is time-bounded
 
@@ -54,12 +54,8 @@ def purge_task_name(queue: str, task_name: str, backend: CeleryBackend | None = 
         )
     with broker_connection(backend=backend) as conn:
         channel = redis_channel(conn)
-        # kombu's client adds the transport's key prefix to some commands only (not LRANGE nor LREM):
-        # a plain client on the same (time-bounded) pool, with the prefix added here to every key.
-        redis = Redis(connection_pool=channel.client.connection_pool)
-        prefix = getattr(channel, "global_keyprefix", "") or ""
-        keys = [prefix + key for key in priority_lists(channel, queue)]
-        purged = sum(_purge_list(redis, key, task_name) for key in keys)
+        redis = client(channel)
+        purged = sum(_purge_list(redis, key, task_name) for key in priority_lists(channel, queue))
     forget_status(backend)
     return TaskPurgeResult(backend=backend.alias, queue=queue, task_name=task_name, purged=purged)
 

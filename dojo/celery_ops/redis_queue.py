@@ -2,9 +2,11 @@
 
 kombu keeps queue Q as one list per priority step (``Q``, ``Q\\x06\\x163``, ...): producers
 LPUSH, consumers RPOP the lists in priority order, so the next message to be consumed (the
-oldest of the first non-empty list) is at the right end. Keys go through the channel's
-client, which applies the transport's key prefix and the bounded socket timeouts of
-`broker_connection()`. Reads are snapshots: workers may take messages meanwhile.
+oldest of the first non-empty list) is at the right end. kombu's own client adds the
+transport's key prefix (``global_keyprefix``) to some commands only (not LINDEX, LRANGE,
+LREM), so these helpers give full key names and a plain client on the channel's pool, which
+keeps the bounded socket timeouts of `broker_connection()`. Reads are snapshots: workers may
+take messages meanwhile.
 """
 
 import json
@@ -22,12 +24,14 @@ def redis_channel(conn: Connection) -> Channel:
 
 
 def priority_lists(channel: Channel, queue: str) -> list[str]:
-    """The Redis lists of `queue`, in the order workers consume them."""
-    return list(dict.fromkeys(channel._q_for_pri(queue, step) for step in channel.priority_steps))
+    """The Redis keys (key prefix included) of `queue`'s lists, in the order workers consume them."""
+    prefix = channel.global_keyprefix or ""
+    return list(dict.fromkeys(prefix + channel._q_for_pri(queue, step) for step in channel.priority_steps))
 
 
 def client(channel: Channel) -> Redis:
-    return channel.client
+    """A client that sends keys as given (see the module docstring), on the channel's bounded pool."""
+    return Redis(connection_pool=channel.client.connection_pool)
 
 
 def decode(raw: bytes | str) -> dict | None:
