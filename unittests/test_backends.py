@@ -2,12 +2,13 @@
 real worker; every endpoint reads or acts on the backend it is asked for, the main one by default."""
 
 import json
+import time
 
 import pytest
 from django.urls import reverse
 
 from dojo.celery_ops.backends import DEFAULT_ALIAS, backend_alias_of, celery_backends, get_backend
-from unittests.conftest import Broker
+from unittests.conftest import Broker, wait_for
 from unittests.test_rabbitmq import SECRET, publish, rabbit_queues
 
 STATUS = reverse("celery_status")
@@ -102,3 +103,47 @@ def test_an_unknown_backend_is_a_400_naming_the_field(api, method, name, data) -
 def test_metrics_take_the_backend_too(api) -> None:
     assert api.get(reverse("metrics"), {"backend": "nope"}).status_code == 400
     assert api.get(reverse("metrics")).status_code == 200
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_pause_on_the_second_backend_holds_there_only(two_backends, api, shared_database, settings) -> None:
+    """The RabbitMQ worker runs as a worker of "rabbit" (its own broker URL plus the same
+    DD_CELERY_BACKENDS): it writes its heartbeat and honours pauses under that alias, across a
+    restart, while the main backend's worker goes on consuming the queue of the same name."""
+    from dojo.models import CeleryProcess
+    from unittests.test_controls_rabbitmq import consumers_in_rabbitmq, ready_in_rabbitmq
+
+    redis_broker, rabbit = two_backends
+    settings.CELERY_QUEUE_NAMES = ["celery", "reports"]
+    settings.CELERY_TASK_QUEUES = {name: {"exchange": name, "routing_key": name} for name in ("celery", "reports")}
+    worker_env = {
+        "DD_DATABASE_URL": shared_database,
+        "DD_CELERY_QUEUES": "celery,reports",
+        "DD_CELERY_BACKENDS": json.dumps({"rabbit": rabbit.url}),
+    }
+    main_worker = redis_broker.start_worker("main2", queues="celery,reports", **worker_env)
+    rabbit_worker = rabbit.start_worker("rabbit2", queues="celery,reports", **worker_env)
+    wait_for(
+        lambda: (
+            CeleryProcess.objects.filter(backend="rabbit", name=rabbit_worker).exists()
+            and CeleryProcess.objects.filter(backend=DEFAULT_ALIAS, name=main_worker).exists()
+        ),
+        20,
+        "both workers' heartbeats under their own backend",
+    )
+
+    paused = api.post(reverse("celery_queue_pause"), {"queue": "reports", "backend": "rabbit"}, format="json")
+    assert paused.status_code == 200, paused.content
+    assert paused.json()["workers"] == [rabbit_worker]
+    wait_for(lambda: consumers_in_rabbitmq(rabbit, "reports") == 0, 10, "RabbitMQ to drop the consumer")
+
+    rabbit.stop_workers()
+    rabbit.start_worker("rabbit2", queues="celery,reports", **worker_env)
+    publish(rabbit, 2, queue="reports")
+    time.sleep(1)
+    assert consumers_in_rabbitmq(rabbit, "celery") == 1
+    assert (consumers_in_rabbitmq(rabbit, "reports"), ready_in_rabbitmq(rabbit, "reports")) == (0, 2)
+
+    client = redis_broker.client()
+    assert client.send_task("dojo.tasks.add", args=(2, 3), queue="reports").get(timeout=30) == 5
+    client.close()

@@ -57,8 +57,13 @@ def get_backend(alias: str | None = None) -> CeleryBackend:
 
 
 def backend_alias_of(broker_url: str) -> str:
-    """The alias of the backend whose broker is `broker_url` (a worker's own); the main one if none is."""
+    """The alias of the backend a worker with broker `broker_url` belongs to.
+
+    A worker of another backend runs with that backend's URL as its own broker
+    (DD_CELERY_BROKER_URL) and the same DD_CELERY_BACKENDS as the web, so its URL is both
+    its "default" and one of the others: the other one names it. Otherwise it is the main one.
+    """
     for backend in celery_backends().values():
-        if backend.broker_url == broker_url:
+        if backend.alias != DEFAULT_ALIAS and backend.broker_url == broker_url:
             return backend.alias
     return DEFAULT_ALIAS
