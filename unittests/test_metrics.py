@@ -107,7 +107,7 @@ def test_scrapes_within_the_cache_period_share_one_status_read(redis_only, api, 
     redis_only.start_worker("m0")
     reads = []
     real_read_status = cache.read_status
-    monkeypatch.setattr(cache, "read_status", lambda: reads.append(1) or real_read_status())
+    monkeypatch.setattr(cache, "read_status", lambda backend=None: reads.append(1) or real_read_status(backend))
 
     stamps = {samples(scrape(api))[("dojo_celery_status_read_timestamp_seconds", ())] for _ in range(5)}
 
