@@ -228,6 +228,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     processes = list_processes(backend.alias)
     context = {
         **admin.site.each_context(request),
+        "is_nav_sidebar_enabled": False,  # the queues table needs the page's whole width
         "title": "Celery dashboard",
         "backend_name": "Dashboard",
         "data_source": "the queues table (broker read now, workers from the cached status), heartbeats, "
