@@ -9,9 +9,11 @@ from celery.signals import beat_init, before_task_publish, task_prerun, worker_r
 
 # Registers the workers' remote-control commands, and the startup hooks that keep pauses and revocations.
 from dojo import worker_commands, worker_controls  # noqa: F401
+from dojo.filesystem_transport import use_atomic_filesystem_transport
 from dojo.heartbeat import on_beat_init, on_worker_ready, on_worker_shutdown
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "dojo.settings.settings")
+use_atomic_filesystem_transport()  # the embedded broker, without kombu's half-written message files
 
 PUBLISHED_AT_HEADER = "dojo_published_at"  # read by dojo.celery_ops.queue_table
 
