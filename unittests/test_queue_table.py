@@ -390,6 +390,18 @@ def test_api_bad_input_is_a_400_naming_the_field(redis_only, api):
 
 
 @pytest.mark.django_db
+def test_api_breakdown_of_an_empty_queue_nothing_names_is_a_404(redis_only, api):
+    empty_known = api.get(BREAKDOWN, {"queue": "celery"})
+    mistyped = api.get(BREAKDOWN, {"queue": "celry"})
+    publish(redis_only, 1, queue="adhoc")  # a queue only a producer knows, holding a message
+    unnamed_with_message = api.get(BREAKDOWN, {"queue": "adhoc"})
+
+    assert empty_known.status_code == 200 and empty_known.json()["total"] == 0
+    assert mistyped.status_code == 404 and "celry" in mistyped.json()["detail"]
+    assert unnamed_with_message.status_code == 200 and unnamed_with_message.json()["total"] == 1
+
+
+@pytest.mark.django_db
 def test_api_breakdown_is_503_when_the_broker_is_down(api, settings):
     from unittests.conftest import free_port
 

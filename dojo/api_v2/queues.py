@@ -11,7 +11,7 @@ from rest_framework.views import APIView
 from dojo.api_v2.backends import BACKEND_PARAMETER, BackendField, requested_backend
 from dojo.api_v2.permissions import IsStaff
 from dojo.api_v2.serializers import ErrorSerializer
-from dojo.celery_ops.breakdown import FIRST_DEFAULT, BreakdownUnsupported, breakdown
+from dojo.celery_ops.breakdown import FIRST_DEFAULT, BreakdownUnsupported, UnknownQueue, breakdown
 from dojo.celery_ops.connection import BrokerUnavailable
 from dojo.celery_ops.queue_table import queue_table
 
@@ -111,6 +111,7 @@ class CeleryQueueBreakdownView(APIView):
             ),
             401: NOT_STAFF,
             403: NOT_STAFF,
+            404: OpenApiResponse(ErrorSerializer, description="An empty queue that nothing names (a mistyped name?)."),
             503: OpenApiResponse(ErrorSerializer, description="The broker is unreachable."),
         },
     )
@@ -122,6 +123,8 @@ class CeleryQueueBreakdownView(APIView):
             found = breakdown(query["queue"], query.get("backend"), query["first"])
         except BreakdownUnsupported as exc:
             return Response({"detail": str(exc)}, status=status.HTTP_400_BAD_REQUEST)
+        except UnknownQueue as exc:
+            return Response({"detail": str(exc)}, status=status.HTTP_404_NOT_FOUND)
         except BrokerUnavailable as exc:
             return Response({"detail": f"Celery broker unreachable: {exc}"}, status=status.HTTP_503_SERVICE_UNAVAILABLE)
         return Response(QueueBreakdownSerializer(found).data)

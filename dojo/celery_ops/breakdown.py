@@ -19,6 +19,7 @@ from dojo.celery_ops import messages, redis_queue
 from dojo.celery_ops.backends import CeleryBackend, get_backend
 from dojo.celery_ops.connection import broker_connection
 from dojo.celery_ops.previews import args_preview
+from dojo.celery_ops.queue_table import known_queues
 
 FIRST_DEFAULT = 100
 UNKNOWN_TASK = "(unknown)"  # a message without a task header (not a Celery protocol 2 task)
@@ -26,6 +27,11 @@ UNKNOWN_TASK = "(unknown)"  # a message without a task header (not a Celery prot
 
 class BreakdownUnsupported(Exception):
     """The broker cannot show a queue's messages without taking them."""
+
+
+class UnknownQueue(LookupError):
+    """The queue holds no message and no configuration, worker, pause or periodic entry names it:
+    most likely a mistyped name, which an empty answer would hide."""
 
 
 @dataclass(frozen=True)
@@ -50,8 +56,9 @@ class QueueBreakdown:
 def breakdown(queue: str, backend: CeleryBackend | None = None, first: int = FIRST_DEFAULT) -> QueueBreakdown:
     """Break down the ready messages of `queue` on `backend` (the main one if None).
 
-    Raises BreakdownUnsupported on brokers other than Redis and the filesystem one, and
-    BrokerUnavailable when the broker does not answer within the bound.
+    Raises BreakdownUnsupported on brokers other than Redis and the filesystem one,
+    BrokerUnavailable when the broker does not answer within the bound, and UnknownQueue for
+    an empty queue that nothing names.
     """
     backend = backend or get_backend()
     if backend.is_redis:
@@ -64,6 +71,11 @@ def breakdown(queue: str, backend: CeleryBackend | None = None, first: int = FIR
         )
     with broker_connection(backend=backend) as conn:
         by_task, first_raw = scan(conn, queue, first)
+    if not by_task and queue not in known_queues(backend):
+        raise UnknownQueue(
+            f"No message is in queue {queue!r}, and no configuration, worker, pause or periodic entry of backend "
+            f"{backend.alias} names it."
+        )
     now = time.time()
     return QueueBreakdown(
         backend=backend.alias,

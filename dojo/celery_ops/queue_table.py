@@ -140,6 +140,14 @@ def queue_table(backend: CeleryBackend | None = None) -> QueueTable:
     )
 
 
+def known_queues(backend: CeleryBackend | None = None) -> set[str]:
+    """Every queue name the table would list for `backend`: configured, consumed by a worker of
+    the cached status, paused or named by a periodic entry."""
+    backend = backend or get_backend()
+    loads = _worker_loads(get_status(backend=backend))
+    return set(_sources(loads, paused_queues(backend.alias), _periodic_queues()))
+
+
 def _sources(loads: dict[str, _WorkerLoad], paused: set[str], periodic: set[str]) -> dict[str, list[str]]:
     """Each known queue with where it was learnt: configured queues first (default queue
     first), then the others by name."""
