@@ -2,7 +2,12 @@
 django-celery-beat entries, static entries refused, per-action permissions, read-only mode,
 an unreachable broker; each control leaves its audit row."""
 
+import subprocess
+import sys
+import time
+
 import pytest
+import redis
 from django.contrib.auth.models import Permission
 from django.urls import reverse
 from django_celery_beat.models import IntervalSchedule, PeriodicTask, PeriodicTasks
@@ -10,7 +15,7 @@ from rest_framework.test import APIClient
 
 from dojo.celery_ops.recurring import recurring_tasks
 from dojo.models import CeleryAuditLog
-from unittests.conftest import free_port, make_user
+from unittests.conftest import ROOT, free_port, make_user, stop_process, wait_for
 
 RUN = reverse("celery_periodic_run")
 ENABLED = reverse("celery_periodic_enabled")
@@ -90,6 +95,52 @@ def test_enable_and_disable_flip_the_entry_and_tell_beat(superuser):
         ("admin", "db-add (disable)", "ok"),
         ("admin", "db-add (enable)", "ok"),
     ]
+
+
+def test_a_real_beat_records_each_run_at_once_and_obeys_disable_and_enable(redis_only, shared_database, superuser):
+    """`celery -A dojo beat` (DatabaseScheduler) runs an every-second entry onto its own queue; the
+    queue's length on Redis counts the sends, independently of what beat records."""
+    every_second, _ = IntervalSchedule.objects.get_or_create(every=1, period=IntervalSchedule.SECONDS)
+    entry = PeriodicTask.objects.create(
+        name="tick", task="dojo.tasks.add", interval=every_second, queue="ticks", args="[1, 2]"
+    )
+    sent = redis.Redis.from_url(redis_only.url)
+    api = client_for(superuser)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "dojo", "beat", "-l", "info", "-s", str(redis_only.tmp / "schedule")],
+        cwd=ROOT,
+        env=redis_only.env(DD_DATABASE_URL=shared_database),
+        stdout=(redis_only.tmp / "beat.log").open("w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+    def settled() -> int:
+        """The number of sends once it has stopped growing for longer than beat's 5 s check of changes."""
+        for _ in range(4):
+            before = sent.llen("ticks")
+            time.sleep(6)
+            assert proc.poll() is None, (redis_only.tmp / "beat.log").read_text()[-2000:]
+            if sent.llen("ticks") == before:
+                return before
+        raise AssertionError("beat kept sending a disabled entry")
+
+    try:
+        wait_for(lambda: sent.llen("ticks") >= 2, 30, "two sends by beat")
+        entry.refresh_from_db()
+        row = next(row for row in recurring_tasks() if row.key == "tick")
+        assert entry.total_run_count >= 1 and row.last_run_at is not None, "the run is recorded without delay"
+        assert row.next_run_at is not None
+
+        assert api.post(ENABLED, {"key": "tick", "enabled": False}, format="json").status_code == 200
+        stopped_at = settled()
+        time.sleep(3)
+        assert sent.llen("ticks") == stopped_at, "a disabled entry is not sent"
+
+        assert api.post(ENABLED, {"key": "tick", "enabled": True}, format="json").status_code == 200
+        wait_for(lambda: sent.llen("ticks") > stopped_at + 1, 30, "sends again once enabled")
+    finally:
+        stop_process(proc)
 
 
 @pytest.mark.django_db
