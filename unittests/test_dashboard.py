@@ -14,7 +14,7 @@ from django.utils import timezone
 from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
 from dojo.celery_panel.sorting import Column, parse_ordering, sort_table
-from dojo.models import CeleryProcess, QueuePause
+from dojo.models import CeleryAuditLog, CeleryProcess, QueuePause
 from unittests.conftest import free_port, make_user, wait_for
 
 DASHBOARD = reverse("celery_panel:dashboard")
@@ -275,7 +275,10 @@ def test_pause_and_resume_a_queue_from_the_page(
     )
     page = browser_page
     dialogs: list[str] = []
-    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.accept()))
+    accept = [True]  # flipped to dismiss the last confirmation
+    page.on(
+        "dialog", lambda dialog: (dialogs.append(dialog.message), (dialog.accept if accept[0] else dialog.dismiss)())
+    )
 
     page.goto(live_server.url + reverse("admin:login") + "?next=" + DASHBOARD)
     page.fill("#id_username", "root")
@@ -310,4 +313,15 @@ def test_pause_and_resume_a_queue_from_the_page(
     sent = page.locator("#dashboard-messages li.success").inner_text()
     task_id = re.fullmatch(r"Sent add-now as task ([0-9a-f-]+)\.", sent).group(1)
     assert redis_only.client().AsyncResult(task_id).get(timeout=60) == 5
+    assert [d.split("?")[0] for d in dialogs] == [
+        "Pause queue reports",
+        "Resume queue reports",
+        "Run add-now (dojo.tasks.add) now",
+    ]
+
+    accept[0] = False
+    row.locator('button[data-control="purge"]').click()
+    page.wait_for_timeout(500)
+    assert dialogs[-1].startswith("Purge every ready message from reports?")
+    assert not CeleryAuditLog.objects.filter(action="purge_queue").exists(), "a dismissed confirmation sends nothing"
     assert worker and page.console_errors == []

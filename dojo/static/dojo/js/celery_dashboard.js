@@ -1,5 +1,5 @@
 /* The Celery dashboard's controls: each button POSTs to the REST API (URL, queue or key in its
- * data attributes), asks for confirmation first when it has data-confirm, and reloads the page on
+ * data attributes), asks for confirmation first (the question is its data-confirm), and reloads the page on
  * success so the row shows the change; "Break down" opens a panel under its queue's row.
  *
  * What comes from the API is inserted with textContent, never as markup: task names and
@@ -50,7 +50,7 @@
 
   function runControl(button) {
     var data = button.dataset;
-    if (data.confirm && !window.confirm(data.confirm)) { return; }
+    if (!window.confirm(data.confirm || "Really " + data.control + "?")) { return; }
     var body = { backend: backend };
     if (data.queue !== undefined) { body.queue = data.queue; }
     if (data.key !== undefined) { body.key = data.key; }
