@@ -147,3 +147,39 @@ def test_a_pause_on_the_second_backend_holds_there_only(two_backends, api, share
     client = redis_broker.client()
     assert client.send_task("dojo.tasks.add", args=(2, 3), queue="reports").get(timeout=30) == 5
     client.close()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_failed_and_finished_count_the_results_of_each_backend_apart(two_backends, shared_database, settings) -> None:
+    """Both workers store results in the same django-db table; each result counts for the backend
+    whose worker ran it, in the queues table (24 h) and the dashboard's cards (1 h)."""
+    from django_celery_results.models import TaskResult
+
+    from dojo.celery_ops.queue_table import queue_table
+    from dojo.celery_panel.overview import task_activity
+
+    redis_broker, rabbit = two_backends
+    settings.CELERY_RESULT_BACKEND = "django-db"
+    worker_env = {
+        "DD_DATABASE_URL": shared_database,
+        "DD_CELERY_RESULT_BACKEND": "django-db",
+        "DD_CELERY_BACKENDS": json.dumps({"rabbit": rabbit.url}),
+    }
+    redis_broker.start_worker("main3", **worker_env)
+    rabbit.start_worker("rabbit3", **worker_env)
+    for broker, calls in ((redis_broker, [(1, 2), (3, 4)]), (rabbit, [(5, 6), ("x", 1)])):  # "x" + 1 fails
+        client = broker.client()
+        for args in calls:
+            client.send_task("dojo.tasks.add", args=args, queue="celery")
+        client.close()
+    wait_for(lambda: TaskResult.objects.filter(status__in=("SUCCESS", "FAILURE")).count() == 4, 30, "four results")
+
+    def counts(alias: str) -> tuple[int, int]:
+        (row,) = [row for row in queue_table(get_backend(alias)).rows if row.name == "celery"]
+        return row.finished_count, row.failed_count
+
+    assert counts(DEFAULT_ALIAS) == (2, 0)
+    assert counts("rabbit") == (1, 1)
+    assert task_activity(DEFAULT_ALIAS) == {"SUCCESS": 2}
+    assert task_activity("rabbit") == {"SUCCESS": 1, "FAILURE": 1}
+    assert task_activity() == {"SUCCESS": 3, "FAILURE": 1}

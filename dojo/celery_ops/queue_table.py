@@ -7,8 +7,8 @@ Columns and where they come from (the closest honest Celery meaning of the seed'
 - scheduled / oldest scheduled: ETA and countdown tasks workers hold until their time.
 - blocked / oldest blocked: tasks that found no concurrency slot (dojo.celery_ops.semaphores).
 - failed / finished: results stored in the last 24 h (django-celery-results) with state
-  FAILURE / SUCCESS, by the queue kept in their meta (dojo.celery.remember_queue), counted at
-  most RESULTS_CACHE_SECONDS ago. The result store is the project's, shared by every broker.
+  FAILURE / SUCCESS, by the backend and queue kept in their meta (dojo.celery.remember_queue;
+  a result without a backend counts for the main one), counted at most RESULTS_CACHE_SECONDS ago.
 - latency: age of the oldest ready message, the next one a worker will take, from the
   publish time stamped in its headers (dojo.celery.stamp_publish_time). None ("-") on
   brokers that cannot show a message without taking it (RabbitMQ), for a message published
@@ -32,7 +32,7 @@ from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import Cast
 from django.utils import timezone
 
-from dojo.celery_ops.backends import CeleryBackend, get_backend
+from dojo.celery_ops.backends import DEFAULT_ALIAS, CeleryBackend, get_backend
 from dojo.celery_ops.cache import get_status
 from dojo.celery_ops.connection import BrokerUnavailable, broker_connection, redact
 from dojo.celery_ops.pauses import paused_queues
@@ -89,6 +89,8 @@ class _WorkerLoad:
 
 @dataclass
 class ResultCounts:
+    """Counts by (backend alias, queue)."""
+
     failed: Counter = field(default_factory=Counter)
     finished: Counter = field(default_factory=Counter)
     error: str | None = None
@@ -119,8 +121,8 @@ def queue_table(backend: CeleryBackend | None = None) -> QueueTable:
             claimed_count=load.claimed,
             scheduled_count=load.scheduled,
             blocked_count=waiting.count if waiting else 0,
-            failed_count=results.failed[name],
-            finished_count=results.finished[name],
+            failed_count=results.failed[backend.alias, name],
+            finished_count=results.finished[backend.alias, name],
             paused=name in paused,
             latency_seconds=max(0.0, now - stamp) if stamp is not None else None,
             live_worker_count=load.consumers,
@@ -227,21 +229,22 @@ def result_counts() -> ResultCounts:
 
 
 def count_results() -> ResultCounts:
-    """FAILURE and SUCCESS results of the last 24 h by queue, in one grouped query (the queue is
-    read from the JSON text of `meta`; date_done is indexed)."""
+    """FAILURE and SUCCESS results of the last 24 h by backend and queue, in one grouped query (both
+    are read from the JSON text of `meta`; date_done is indexed)."""
     from django_celery_results.models import TaskResult
 
     counts = ResultCounts()
+    meta = Cast("meta", JSONField())
     rows = (
         TaskResult.objects.filter(date_done__gte=timezone.now() - RESULTS_WINDOW, status__in=("FAILURE", "SUCCESS"))
-        .annotate(queue=KeyTextTransform("queue", Cast("meta", JSONField())))
-        .values_list("queue", "status")
+        .annotate(backend=KeyTextTransform("backend", meta), queue=KeyTextTransform("queue", meta))
+        .values_list("backend", "queue", "status")
         .annotate(n=Count("id"))
         .order_by()
     )
     try:
-        for queue, state, n in rows:
-            (counts.failed if state == "FAILURE" else counts.finished)[queue or ""] += n
+        for backend, queue, state, n in rows:
+            (counts.failed if state == "FAILURE" else counts.finished)[backend or DEFAULT_ALIAS, queue or ""] += n
     except DatabaseError as exc:  # e.g. a meta that is not JSON: the table still shows the rest
         logger.warning("Counting stored results by queue failed: %s", exc)
         counts.error = redact(f"{type(exc).__name__}: {exc}")

@@ -154,7 +154,7 @@ def summary_cards(
     workers = [row for row in processes if row.kind == "worker"]
     live = sum(row.is_live for row in workers)
     latencies = [row.latency_seconds for row in table.rows if row.latency_seconds is not None]
-    activity = task_activity()
+    activity = task_activity(table.backend)
     tasks_url = reverse("celery_panel:tasks")
     queues = SORT_PARAMS["queues"]
     return [
@@ -189,14 +189,14 @@ def summary_cards(
             "Failed (1 h)",
             None if activity is None else activity.get("FAILURE", 0),
             f"{tasks_url}?filter=failure",
-            "stored results, every backend",
+            "stored results of this backend",
         ),
         Card(
             "finished",
             "Finished (1 h)",
             None if activity is None else activity.get("SUCCESS", 0),
             f"{tasks_url}?filter=success",
-            "stored results, every backend",
+            "stored results of this backend",
         ),
         Card(
             "latency",
