@@ -294,7 +294,7 @@ def breakdown_child(queue: str, naive: bool) -> int:
     if naive:
         total, by_task, kept = naive_breakdown(queue)
     else:
-        found = breakdown(queue)
+        found = breakdown(queue, seconds=3600)  # the whole queue, past DD_CELERY_BREAKDOWN_SECONDS
         total, by_task, kept = found.total, found.by_task, len(found.messages)
     wall = time.monotonic() - started
     rss_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

@@ -282,6 +282,20 @@ def test_breakdown_counts_by_name_and_lists_the_first_100_in_consumption_order(r
 
 
 @pytest.mark.django_db
+def test_breakdown_stops_at_its_time_budget_and_says_so(redis_only, settings, api):
+    publish(redis_only, 5, queue="adhoc")  # a queue nothing names: a cut-short scan is not a 404
+
+    whole = breakdown("adhoc")
+    cut = breakdown("adhoc", seconds=0)
+    settings.CELERY_BREAKDOWN_SECONDS = 0
+    answer = api.get(BREAKDOWN, {"queue": "adhoc"})
+
+    assert (whole.complete, whole.total) == (True, 5)
+    assert (cut.complete, cut.total, cut.by_task) == (False, 0, {})
+    assert answer.status_code == 200 and answer.json()["complete"] is False
+
+
+@pytest.mark.django_db
 def test_breakdown_previews_never_show_a_secret(redis_only, settings):
     settings.CELERY_BACKENDS = {"rabbit": {"broker_url": f"amqp://guest:{BROKER_PASSWORD}@127.0.0.1:1//"}}
     publish(redis_only, 1, args=("plain", BROKER_PASSWORD), kwargs={"password": SECRET_KWARG, "n": 7})
@@ -322,8 +336,9 @@ def test_filesystem_broker_latency_and_breakdown(filesystem_only):
     celery = row_of(table, "celery")
     assert celery.ready_count == 5
     assert abs(celery.latency_seconds - true_age) < 1.0
-    assert found.total == 5
+    assert found.total == 5 and found.complete
     assert found.by_task == {"dojo.tasks.add": 3, "dojo.tasks.sleep": 2}
+    assert (breakdown("celery", seconds=0).complete, breakdown("celery", seconds=0).total) == (False, 0)
     assert {m.id for m in found.messages[:3]} == set(old_ids)  # same millisecond: kombu orders by uuid
     assert SECRET_KWARG not in found.messages[3].args_preview
     assert [m.id for m in found.messages] == consume_ids(filesystem_only, "celery", 4)

@@ -74,6 +74,9 @@ class QueueBreakdownSerializer(serializers.Serializer):
     total = serializers.IntegerField(help_text="Ready messages scanned.")
     by_task = serializers.DictField(child=serializers.IntegerField(), help_text="Message count by task name.")
     messages = MessageSummarySerializer(many=True, help_text="The first messages, in the order workers take them.")
+    complete = serializers.BooleanField(
+        help_text="False when the scan stopped at DD_CELERY_BREAKDOWN_SECONDS: the counts cover the messages scanned."
+    )
 
 
 class CeleryQueuesView(APIView):

@@ -3,16 +3,19 @@ the order workers will take them, read without consuming anything.
 
 Memory stays bounded whatever the queue's length: messages are scanned in batches and not
 kept, only the task name is parsed from each (messages.task_name), and only the first
-`first` are decoded. The scan is a snapshot: workers may take messages meanwhile.
+`first` are decoded. Time is bounded too: the scan stops after DD_CELERY_BREAKDOWN_SECONDS and
+says so (complete=False). The scan is a snapshot: workers may take messages meanwhile.
 Supported on Redis and the embedded filesystem broker; AMQP (RabbitMQ) cannot show a message
 without taking it off the queue.
 """
 
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import TypeVar
 
+from django.conf import settings
 from kombu import Connection
 
 from dojo.celery_ops import messages, redis_queue
@@ -23,6 +26,8 @@ from dojo.celery_ops.queue_table import known_queues
 
 FIRST_DEFAULT = 100
 UNKNOWN_TASK = "(unknown)"  # a message without a task header (not a Celery protocol 2 task)
+CLOCK_EVERY = 1000  # messages scanned between two looks at the clock
+Item = TypeVar("Item")
 
 
 class BreakdownUnsupported(Exception):
@@ -51,10 +56,29 @@ class QueueBreakdown:
     total: int
     by_task: dict[str, int] = field(default_factory=dict)
     messages: list[MessageSummary] = field(default_factory=list)
+    complete: bool = True  # False: the time budget ran out; the counts cover the `total` scanned
 
 
-def breakdown(queue: str, backend: CeleryBackend | None = None, first: int = FIRST_DEFAULT) -> QueueBreakdown:
-    """Break down the ready messages of `queue` on `backend` (the main one if None).
+class _Deadline:
+    """Cuts a scan short once `seconds` have passed, and remembers that it did."""
+
+    def __init__(self, seconds: float) -> None:
+        self.at = time.monotonic() + seconds
+        self.reached = False
+
+    def within(self, items: Iterable[Item]) -> Iterator[Item]:
+        for i, item in enumerate(items):
+            if i % CLOCK_EVERY == 0 and time.monotonic() >= self.at:
+                self.reached = True
+                return
+            yield item
+
+
+def breakdown(
+    queue: str, backend: CeleryBackend | None = None, first: int = FIRST_DEFAULT, seconds: float | None = None
+) -> QueueBreakdown:
+    """Break down the ready messages of `queue` on `backend` (the main one if None), scanning for
+    at most `seconds` (DD_CELERY_BREAKDOWN_SECONDS if None).
 
     Raises BreakdownUnsupported on brokers other than Redis and the filesystem one,
     BrokerUnavailable when the broker does not answer within the bound, and UnknownQueue for
@@ -69,9 +93,10 @@ def breakdown(queue: str, backend: CeleryBackend | None = None, first: int = FIR
         raise BreakdownUnsupported(
             f"The {backend.transport} broker cannot show the messages of a queue without taking them off the queue."
         )
+    deadline = _Deadline(settings.CELERY_BREAKDOWN_SECONDS if seconds is None else seconds)
     with broker_connection(backend=backend) as conn:
-        by_task, first_raw = scan(conn, queue, first)
-    if not by_task and queue not in known_queues(backend):
+        by_task, first_raw = scan(conn, queue, first, deadline)
+    if not by_task and not deadline.reached and queue not in known_queues(backend):
         raise UnknownQueue(
             f"No message is in queue {queue!r}, and no configuration, worker, pause or periodic entry of backend "
             f"{backend.alias} names it."
@@ -83,6 +108,7 @@ def breakdown(queue: str, backend: CeleryBackend | None = None, first: int = FIR
         total=sum(by_task.values()),
         by_task=dict(by_task.most_common()),
         messages=[_summary(raw, now) for raw in first_raw],
+        complete=not deadline.reached,
     )
 
 
@@ -97,18 +123,18 @@ def _count(raws: Iterator[bytes], first: int) -> tuple[Counter, list[bytes]]:
     return by_task, kept
 
 
-def _redis_scan(conn: Connection, queue: str, first: int) -> tuple[Counter, list[bytes]]:
+def _redis_scan(conn: Connection, queue: str, first: int, deadline: _Deadline) -> tuple[Counter, list[bytes]]:
     channel = redis_queue.redis_channel(conn)
-    return _count((raw for _key, raw in redis_queue.iter_messages(channel, queue)), first)
+    return _count(deadline.within(raw for _key, raw in redis_queue.iter_messages(channel, queue)), first)
 
 
-def _filesystem_scan(conn: Connection, queue: str, first: int) -> tuple[Counter, list[bytes]]:
+def _filesystem_scan(conn: Connection, queue: str, first: int, deadline: _Deadline) -> tuple[Counter, list[bytes]]:
     """Files come in no order and kombu consumes them by sorted name, so the first ones are the
     `first` smallest names, kept by trimming a short list rather than sorting every name."""
     folder = conn.default_channel.data_folder_in
     by_task: Counter = Counter()
     smallest: list[str] = []
-    for name in messages.iter_message_files(folder):
+    for name in deadline.within(messages.iter_message_files(folder)):
         if not messages.is_message_of(name, queue):
             continue
         raw = messages.read_message_file(folder, name)

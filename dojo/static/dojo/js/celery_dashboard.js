@@ -100,7 +100,10 @@
     target.textContent = "";
     var byTask = Object.keys(found.by_task).sort(function (a, b) { return found.by_task[b] - found.by_task[a]; });
     target.appendChild(table(
-      found.total + " ready message(s) in " + found.queue + ", by task",
+      found.complete
+        ? found.total + " ready message(s) in " + found.queue + ", by task"
+        : "Partial: the first " + found.total + " ready message(s) of " + found.queue +
+          " scanned before the time limit (DD_CELERY_BREAKDOWN_SECONDS), by task",
       ["Task", "Messages"],
       byTask.map(function (name) { return [name, found.by_task[name]]; })
     ));
