@@ -270,8 +270,9 @@ def test_real_results_of_a_real_worker(redis_only, staff_client, settings, tmp_p
     wanted = {success: "SUCCESS", failure: "FAILURE", retry: "RETRY"}
     wait_for(lambda: stored_states(database) == wanted, 30, f"stored states {wanted}")
     copy_results_from(database)
-    # django-celery-results stores request.meta, where dojo.celery.remember_queue puts the queue.
-    assert json.loads(TaskResult.objects.get(task_id=success).meta) == {"queue": "celery", "children": []}
+    # django-celery-results stores request.meta, where dojo.celery.remember_queue puts the queue and backend.
+    stored_meta = json.loads(TaskResult.objects.get(task_id=success).meta)
+    assert stored_meta == {"queue": "celery", "backend": "default", "children": []}
 
     listing = staff_client.get(TASKS_URL)
     rows = {task.id: task for task in listing.context["page"].tasks}
