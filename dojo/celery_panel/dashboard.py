@@ -3,7 +3,7 @@ concurrency limits and the controls, for the backend chosen with ?backend=.
 
 A thin view: the rows come from dojo.celery_ops (queue_table, processes, recurring, semaphores);
 this module only picks the backend, sorts the tables (dojo.celery_panel.sorting), sums the cards
-and says which controls the user may see. The buttons call the REST API (celery_dashboard.js).
+and says which controls the user may see. The buttons call the REST API (celery_controls.js).
 """
 
 from dataclasses import dataclass
@@ -25,9 +25,9 @@ from dojo.celery_ops.queues import default_queue
 from dojo.celery_ops.recurring import recurring_tasks
 from dojo.celery_ops.semaphores import list_semaphores
 from dojo.celery_ops.status import CeleryStatus
+from dojo.celery_panel.controls import user_controls
 from dojo.celery_panel.overview import task_activity
 from dojo.celery_panel.sorting import Column, SortedTable, sort_table
-from dojo.models import SystemSettings
 
 QUEUE_COLUMNS = [
     Column("Queue", "name"),
@@ -99,29 +99,6 @@ class Card:
 class Section:
     table: SortedTable | None
     error: str | None = None
-
-
-@dataclass(frozen=True)
-class Controls:
-    """Which buttons this user sees: none in read-only mode, else those of the actions they may take."""
-
-    pause: bool
-    purge: bool
-    run_periodic: bool
-    toggle_periodic: bool
-
-
-def _allowed(request: HttpRequest, codename: str) -> bool:
-    return controls_enabled() and request.user.has_perm(f"dojo.{codename}")
-
-
-def user_controls(request: HttpRequest) -> Controls:
-    return Controls(
-        pause=_allowed(request, "pause_queue"),
-        purge=_allowed(request, "purge_queue") and SystemSettings.load().allow_queue_purge,
-        run_periodic=_allowed(request, "run_periodic_task"),
-        toggle_periodic=_allowed(request, "toggle_periodic_task"),
-    )
 
 
 def _sorted(request: HttpRequest, name: str, rows: list, columns: list[Column]) -> SortedTable:

@@ -1,7 +1,8 @@
 """The panel's pages: thin views that ask the configured backend for a page object.
 
 Every view is wrapped by admin.site.admin_view (dojo/celery_panel/urls.py): staff only,
-others go to the admin login. Nothing here changes Celery state.
+others go to the admin login. Nothing here changes Celery state: a task's buttons call the REST
+API (celery_controls.js).
 """
 
 from datetime import UTC, datetime
@@ -12,10 +13,12 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
 
 from dojo.celery_ops import get_status
+from dojo.celery_ops.backends import DEFAULT_ALIAS
 from dojo.celery_ops.registry import seen_workers
 from dojo.celery_panel.backends.workers import offline_row, worker_row
 from dojo.celery_panel.conf import backend, panel_settings
 from dojo.celery_panel.configuration import celery_settings
+from dojo.celery_panel.controls import task_controls
 from dojo.celery_panel.overview import ACTIVITY_WINDOW, task_activity
 
 
@@ -59,7 +62,15 @@ def task_detail(request: HttpRequest, task_id: str) -> HttpResponse:
     page = backend("tasks").get_task_detail(task_id)
     if page.task is None:
         raise Http404(page.error or "Task not found")
-    return _render(request, "celery_panel/task_detail.html", f"Task {task_id}", "tasks", page=page)
+    return _render(
+        request,
+        "celery_panel/task_detail.html",
+        f"Task {task_id}",
+        "tasks",
+        page=page,
+        controls=task_controls(request, page.task.state),
+        task_backend=page.extra.get("backend") or DEFAULT_ALIAS,
+    )
 
 
 def workers(request: HttpRequest) -> HttpResponse:

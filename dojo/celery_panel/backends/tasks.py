@@ -158,6 +158,7 @@ class DjangoCeleryResultsTasksBackend(TasksBackend):
                 "periodic_task_name": result.periodic_task_name,
                 "content_type": result.content_type,
                 "meta_json": pretty(meta) if meta else None,
+                "backend": meta.get("backend"),  # the DD_CELERY_BACKENDS alias whose worker ran it
             },
         )
 

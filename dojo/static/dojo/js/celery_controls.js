@@ -1,6 +1,8 @@
-/* The Celery dashboard's controls: each button POSTs to the REST API (URL, queue or key in its
- * data attributes), asks for confirmation first (the question is its data-confirm), and reloads the page on
- * success so the row shows the change; "Break down" opens a panel under its queue's row.
+/* The Celery controls of the dashboard and of a task's page (the element with data-celery-controls,
+ * which holds the backend and the CSRF token): each button POSTs to the REST API (URL, queue, key
+ * or task id in its data attributes), asks for confirmation first (the question is its
+ * data-confirm), and reloads the page on success so it shows the change. "Break down" opens a
+ * panel under its queue's row, with a Revoke button per message when the root has data-revoke-url.
  *
  * What comes from the API is inserted with textContent, never as markup: task names and
  * arguments may hold anything.
@@ -9,12 +11,12 @@
   "use strict";
 
   var document = window.document;
-  var root = document.getElementById("celery-dashboard");
+  var root = document.querySelector("[data-celery-controls]");
   if (!root) { return; }
   var backend = root.dataset.backend;
   var csrfToken = root.querySelector("input[name=csrfmiddlewaretoken]").value;
-  var messages = document.getElementById("dashboard-messages");
-  var FLASH_KEY = "dojo.celeryDashboard.flash";
+  var messages = root.querySelector("[data-messages]");
+  var FLASH_KEY = "dojo.celeryControls.flash";
 
   function say(text, level) {
     var item = document.createElement("li");
@@ -44,7 +46,11 @@
   function describe(control, target, body) {
     if (control === "purge") { return "Purged " + body.purged + " message(s) from " + target + "."; }
     if (control === "run") { return "Sent " + target + " as task " + body.task_id + "."; }
-    var done = { pause: "Paused", resume: "Resumed", enable: "Enabled", disable: "Disabled" }[control] || "Done";
+    if (control === "retry") { return "Retried " + target + " as task " + body.task_id + " on " + body.queue + "."; }
+    var done = {
+      pause: "Paused", resume: "Resumed", enable: "Enabled", disable: "Disabled",
+      revoke: "Revoked", terminate: "Terminated"
+    }[control] || "Done";
     return done + " " + target + ".";
   }
 
@@ -55,6 +61,8 @@
     if (data.queue !== undefined) { body.queue = data.queue; }
     if (data.key !== undefined) { body.key = data.key; }
     if (data.enabled !== undefined) { body.enabled = data.enabled === "true"; }
+    if (data.taskId !== undefined) { body.task_id = data.taskId; }
+    if (data.signal !== undefined) { body.signal = data.signal; }
     button.disabled = true;
     window.fetch(data.url, {
       method: "POST",
@@ -62,10 +70,10 @@
       headers: { "Content-Type": "application/json", "Accept": "application/json", "X-CSRFToken": csrfToken },
       body: JSON.stringify(body)
     }).then(readJson).then(function (answer) {
-      window.sessionStorage.setItem(FLASH_KEY, describe(data.control, data.queue || data.key, answer));
+      window.sessionStorage.setItem(FLASH_KEY, describe(data.control, data.queue || data.key || data.taskId, answer));
       window.location.reload();
     }).catch(function (error) {
-      say("Could not " + data.control + " " + (data.queue || data.key) + ": " + error.message, "error");
+      say("Could not " + data.control + " " + (data.queue || data.key || data.taskId) + ": " + error.message, "error");
       button.disabled = false;
     });
   }
@@ -107,14 +115,37 @@
       ["Task", "Messages"],
       byTask.map(function (name) { return [name, found.by_task[name]]; })
     ));
-    target.appendChild(table(
+    var listed = table(
       "The first " + found.messages.length + " message(s), in the order workers take them",
       ["Id", "Task", "Priority", "ETA", "Age", "Arguments (truncated)"],
       found.messages.map(function (m) {
         var age = m.age_seconds === null ? null : m.age_seconds.toFixed(1) + " s";
         return [m.id, m.task, m.priority, m.eta, age, m.args_preview];
       })
-    ));
+    );
+    if (root.dataset.revokeUrl) { addRevokeButtons(listed, found.messages); }
+    target.appendChild(listed);
+  }
+
+  /* A Revoke button per listed message: workers discard a revoked task when it reaches them. */
+  function addRevokeButtons(listed, found) {
+    var th = document.createElement("th");
+    th.textContent = "Controls";
+    listed.tHead.rows[0].appendChild(th);
+    Array.prototype.forEach.call(listed.tBodies[0].rows, function (row, i) {
+      var cell = row.insertCell();
+      var message = found[i];
+      if (!message.id) { return; }
+      var button = document.createElement("button");
+      button.type = "button";
+      button.className = "button control";
+      button.textContent = "Revoke";
+      button.dataset.control = "revoke";
+      button.dataset.url = root.dataset.revokeUrl;
+      button.dataset.taskId = message.id;
+      button.dataset.confirm = "Revoke task " + message.id + " (" + message.task + ")? Workers discard it when it reaches them.";
+      cell.appendChild(button);
+    });
   }
 
   function toggleBreakdown(button) {

@@ -1,0 +1,64 @@
+"""Which control buttons a page shows: none in read-only mode (DD_CELERY_READ_ONLY), else those of
+the actions the user holds the permission for (dojo.CeleryAuditLog's Meta permissions). The
+REST API checks the same again; hiding a button is a courtesy, not the guard."""
+
+from dataclasses import dataclass
+
+from django.http import HttpRequest
+
+from dojo.api_v2.permissions import controls_enabled
+from dojo.models import SystemSettings
+
+# A task's state -> the task control that applies to it (dojo.celery_ops.retry, .revocations).
+RETRYABLE_STATES = ("FAILURE", "REVOKED")
+REVOCABLE_STATES = ("PENDING", "RECEIVED", "SCHEDULED", "RETRY")  # not started yet (again)
+RUNNING_STATE = "STARTED"
+
+
+@dataclass(frozen=True)
+class Controls:
+    pause: bool
+    purge: bool
+    run_periodic: bool
+    toggle_periodic: bool
+    retry: bool
+    revoke: bool
+    terminate: bool
+
+
+def _allowed(request: HttpRequest, codename: str) -> bool:
+    return controls_enabled() and request.user.has_perm(f"dojo.{codename}")
+
+
+def user_controls(request: HttpRequest) -> Controls:
+    return Controls(
+        pause=_allowed(request, "pause_queue"),
+        purge=_allowed(request, "purge_queue") and SystemSettings.load().allow_queue_purge,
+        run_periodic=_allowed(request, "run_periodic_task"),
+        toggle_periodic=_allowed(request, "toggle_periodic_task"),
+        retry=_allowed(request, "retry_task"),
+        revoke=_allowed(request, "revoke_task"),
+        terminate=_allowed(request, "terminate_task"),
+    )
+
+
+@dataclass(frozen=True)
+class TaskControls:
+    """The buttons of one task's page: each needs its permission and a state it applies to."""
+
+    retry: bool
+    revoke: bool
+    terminate: bool
+
+    @property
+    def any(self) -> bool:
+        return self.retry or self.revoke or self.terminate
+
+
+def task_controls(request: HttpRequest, state: str) -> TaskControls:
+    allowed = user_controls(request)
+    return TaskControls(
+        retry=allowed.retry and state in RETRYABLE_STATES,
+        revoke=allowed.revoke and state in REVOCABLE_STATES,
+        terminate=allowed.terminate and state == RUNNING_STATE,
+    )
