@@ -40,6 +40,7 @@ def test_a_task_page_shows_the_controls_its_state_and_the_user_allow(settings):
 
     assert buttons(task_page(root, "t-failed")) == {"retry"}
     assert buttons(task_page(root, "t-running")) == {"terminate"}
+    assert '<td id="task-completed">-</td>' in task_page(root, "t-running"), "a running task has not completed"
     assert buttons(task_page(root, "t-retrying")) == {"revoke"}
     assert buttons(task_page(root, "t-done")) == set()
     assert buttons(task_page(clerk, "t-failed")) == {"retry"}

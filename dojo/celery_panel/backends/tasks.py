@@ -6,6 +6,7 @@ import re
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
+from celery import states
 from django.conf import settings
 from django.db.models import QuerySet
 
@@ -179,7 +180,8 @@ class DjangoCeleryResultsTasksBackend(TasksBackend):
             result=decode_stored(result.result),
             date_received=result.date_created,
             date_started=result.date_started,
-            date_done=result.date_done,
+            # django-celery-results stamps date_done on every save, STARTED and RETRY included.
+            date_done=result.date_done if result.status in states.READY_STATES else None,
             worker=result.worker,
             queue=queue,
         )
