@@ -52,18 +52,23 @@ def stamp_publish_time(headers: dict, **_kwargs) -> None:
 
 @task_prerun.connect
 def remember_queue(task, **_kwargs) -> None:
-    """Keep the queue a task came from, and the backend (DD_CELERY_BACKENDS alias) whose worker
-    ran it, with its stored result.
+    """Keep the queue a task came from, the backend (DD_CELERY_BACKENDS alias) whose worker ran
+    it and its publish options (priority, per-call time limits) with its stored result.
 
     django-celery-results stores `request.meta` with each result and nothing else about
-    the delivery, so without this the panel could not say which queue ran a task, and the
-    dashboard could not count one backend's results apart from another's.
+    the delivery, so without this the panel could not say which queue ran a task, the
+    dashboard could not count one backend's results apart from another's, and a retry
+    (dojo.celery_ops.retry) could not publish the task with its original options.
     """
     from dojo.celery_ops.backends import backend_alias_of
 
-    delivery_info = task.request.delivery_info or {}
-    task.request.meta = {
-        **(getattr(task.request, "meta", None) or {}),
+    request = task.request
+    delivery_info = request.delivery_info or {}
+    hard_limit, soft_limit = request.timelimit or (None, None)
+    options = {"priority": delivery_info.get("priority"), "time_limit": hard_limit, "soft_time_limit": soft_limit}
+    request.meta = {
+        **(getattr(request, "meta", None) or {}),
         "queue": delivery_info.get("routing_key"),
         "backend": backend_alias_of(task.app.conf.broker_url),
+        "options": {name: value for name, value in options.items() if value is not None},
     }

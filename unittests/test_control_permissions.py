@@ -252,12 +252,15 @@ def test_retry_refuses_what_cannot_be_run_again_exactly(redis_only, api, fields,
 
 
 @pytest.mark.django_db
-def test_retry_sends_the_stored_arguments_to_the_stored_queue(redis_only, api, settings):
+def test_retry_sends_the_stored_arguments_and_options_to_the_stored_queue(redis_only, api, settings):
     settings.CELERY_TASK_QUEUES = {name: {"exchange": name, "routing_key": name} for name in ("celery", "reports")}
     stored_failure(
         args=json.dumps("('it\\'s', [1, {'k': None}])"),
         kwargs=json.dumps("{'flag': True, 'ratio': 0.5}"),
-        meta=json.dumps({"queue": "reports"}),
+        # Options of the wrong type, or not publish options, are left out.
+        meta=json.dumps(
+            {"queue": "reports", "options": {"priority": 5, "time_limit": 30, "soft_time_limit": "x", "eta": 1}}
+        ),
     )
     response = api.post(RETRY, {"task_id": FAILED_ID}, format="json")
     assert response.status_code == 200, response.content
@@ -267,6 +270,8 @@ def test_retry_sends_the_stored_arguments_to_the_stored_queue(redis_only, api, s
         args, kwargs, _embed = message.decode()
         assert message.headers["task"] == "dojo.tasks.add"
         assert message.headers["id"] == response.json()["task_id"]
+        assert (message.properties["priority"], message.headers["timelimit"]) == (5, [30, None])
+        assert message.headers["eta"] is None
         message.ack()
     assert args == ["it's", [1, {"k": None}]]
     assert kwargs == {"flag": True, "ratio": 0.5}

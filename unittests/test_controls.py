@@ -145,10 +145,11 @@ def test_a_queue_nobody_consumes_can_be_paused_ahead_of_time(fleet, api):
     assert QueuePause.objects.filter(queue="not-consumed-yet").count() == 1  # pausing twice keeps one pause
 
 
-def test_retry_runs_the_original_arguments_again(fleet, api, tmp_path):
+def test_retry_runs_the_original_arguments_and_options_again(fleet, api, tmp_path):
     fleet.start_worker("w1", queues="celery,reports", **fleet.worker_env)
     out = tmp_path / "retry.txt"
-    failed_id = append(fleet, out, "second chance", queue="reports")
+    options = {"priority": 7, "time_limit": 600, "soft_time_limit": 500}
+    failed_id = append(fleet, out, "second chance", queue="reports", **options)
     wait_for(lambda: stored_state(failed_id) == "FAILURE", STARTUP, "the first run to fail")
 
     out.touch()  # the condition of the failure is gone
@@ -160,8 +161,8 @@ def test_retry_runs_the_original_arguments_again(fleet, api, tmp_path):
     assert (body["backend"], body["task_name"], body["queue"]) == ("default", "dojo.tasks.append_line", "reports")
     wait_for(lambda: stored_state(body["task_id"]) == "SUCCESS", STARTUP, "the retry to succeed")
     assert lines(out) == ["second chance"]
-    retried = TaskResult.objects.get(task_id=body["task_id"])
-    assert json.loads(retried.meta)["queue"] == "reports"
+    retried = json.loads(TaskResult.objects.get(task_id=body["task_id"]).meta)
+    assert (retried["queue"], retried["options"]) == ("reports", options), "the worker got the original options"
 
     row = audit_rows("retry_task")[0]
     assert (row.result, row.target, row.username) == ("ok", failed_id, "admin")

@@ -270,9 +270,10 @@ def test_real_results_of_a_real_worker(redis_only, staff_client, settings, tmp_p
     wanted = {success: "SUCCESS", failure: "FAILURE", retry: "RETRY"}
     wait_for(lambda: stored_states(database) == wanted, 30, f"stored states {wanted}")
     copy_results_from(database)
-    # django-celery-results stores request.meta, where dojo.celery.remember_queue puts the queue and backend.
+    # django-celery-results stores request.meta, where dojo.celery.remember_queue puts the queue, the
+    # backend and the publish options (Redis delivers priority 0 when none was given).
     stored_meta = json.loads(TaskResult.objects.get(task_id=success).meta)
-    assert stored_meta == {"queue": "celery", "backend": "default", "children": []}
+    assert stored_meta == {"queue": "celery", "backend": "default", "options": {"priority": 0}, "children": []}
 
     listing = staff_client.get(TASKS_URL)
     rows = {task.id: task for task in listing.context["page"].tasks}

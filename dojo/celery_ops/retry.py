@@ -9,9 +9,10 @@ rules out strings saferepr did not escape). Anything else is refused: rerunning 
 arguments other than its own is worse than not rerunning it. A producer that set its own
 argsrepr (to hide a secret, say) cannot be told apart: such tasks must not be retried from here.
 
-The queue is the one dojo.celery.remember_queue stored in the result's meta, else the default
-queue. Other publish options (priority, countdown, per-call time limits) are not stored by the
-result backend; the task's own defaults apply.
+The queue and the publish options (priority, per-call time limits) are the ones
+dojo.celery.remember_queue stored in the result's meta; without them, the default queue and the
+task's own defaults. The retry runs now: a countdown, ETA or expiry of the first publish was a
+moment that has passed, and the configured default expiry applies anew.
 """
 
 import ast
@@ -32,6 +33,8 @@ from dojo.celery_ops.queues import default_queue
 
 # REVOKED too: an operator who revoked a task by mistake can run it again.
 RETRYABLE_STATES = (states.FAILURE, states.REVOKED)
+# The options kept in a result's meta (dojo.celery.remember_queue) and the types they must have.
+STORED_OPTIONS = {"priority": int, "time_limit": (int, float), "soft_time_limit": (int, float)}
 
 
 class UnknownTask(LookupError):
@@ -57,10 +60,11 @@ class StoredCall:
     args: list
     kwargs: dict
     queue: str
+    options: dict  # publish options: STORED_OPTIONS
 
 
 def stored_call(task_id: str) -> StoredCall:
-    """The name, arguments and queue stored with the result of `task_id`.
+    """The name, arguments, queue and publish options stored with the result of `task_id`.
 
     Raises UnknownTask or NotRetryable.
     """
@@ -74,8 +78,14 @@ def stored_call(task_id: str) -> StoredCall:
     args = _stored_arguments(result.task_args, "args", (list, tuple))
     kwargs = _stored_arguments(result.task_kwargs, "kwargs", (dict,))
     meta = _json_or_none(result.meta)
-    queue = (meta.get("queue") if isinstance(meta, dict) else None) or default_queue()
-    return StoredCall(result.task_name, list(args), dict(kwargs), queue)
+    meta = meta if isinstance(meta, dict) else {}
+    stored_options = meta.get("options") if isinstance(meta.get("options"), dict) else {}
+    options = {
+        name: value
+        for name, value in stored_options.items()
+        if name in STORED_OPTIONS and isinstance(value, STORED_OPTIONS[name]) and not isinstance(value, bool)
+    }
+    return StoredCall(result.task_name, list(args), dict(kwargs), meta.get("queue") or default_queue(), options)
 
 
 def retry_task(task_id: str, backend: CeleryBackend | None = None) -> RetryResult:
@@ -88,7 +98,13 @@ def retry_task(task_id: str, backend: CeleryBackend | None = None) -> RetryResul
     with broker_connection(backend=backend) as conn:
         try:
             sent = app.send_task(
-                call.task_name, args=call.args, kwargs=call.kwargs, queue=call.queue, connection=conn, retry=False
+                call.task_name,
+                args=call.args,
+                kwargs=call.kwargs,
+                queue=call.queue,
+                connection=conn,
+                retry=False,
+                **call.options,
             )
         except EncodeError as exc:
             raise NotRetryable(f"The stored arguments of {task_id} cannot be sent as JSON: {exc}") from exc
