@@ -56,6 +56,7 @@
 
   function runControl(button) {
     var data = button.dataset;
+    var target = data.queue || data.key || data.taskId;
     if (!window.confirm(data.confirm || "Really " + data.control + "?")) { return; }
     var body = { backend: backend };
     if (data.queue !== undefined) { body.queue = data.queue; }
@@ -70,10 +71,10 @@
       headers: { "Content-Type": "application/json", "Accept": "application/json", "X-CSRFToken": csrfToken },
       body: JSON.stringify(body)
     }).then(readJson).then(function (answer) {
-      window.sessionStorage.setItem(FLASH_KEY, describe(data.control, data.queue || data.key || data.taskId, answer));
+      window.sessionStorage.setItem(FLASH_KEY, describe(data.control, target, answer));
       window.location.reload();
     }).catch(function (error) {
-      say("Could not " + data.control + " " + (data.queue || data.key || data.taskId) + ": " + error.message, "error");
+      say("Could not " + data.control + " " + target + ": " + error.message, "error");
       button.disabled = false;
     });
   }
@@ -128,13 +129,13 @@
   }
 
   /* A Revoke button per listed message: workers discard a revoked task when it reaches them. */
-  function addRevokeButtons(listed, found) {
+  function addRevokeButtons(listed, summaries) {
     var th = document.createElement("th");
     th.textContent = "Controls";
     listed.tHead.rows[0].appendChild(th);
     Array.prototype.forEach.call(listed.tBodies[0].rows, function (row, i) {
       var cell = row.insertCell();
-      var message = found[i];
+      var message = summaries[i];
       if (!message.id) { return; }
       var button = document.createElement("button");
       button.type = "button";
