@@ -4,15 +4,16 @@ REST API checks the same again; hiding a button is a courtesy, not the guard."""
 
 from dataclasses import dataclass
 
+from celery import states
 from django.http import HttpRequest
 
 from dojo.api_v2.permissions import controls_enabled
+from dojo.celery_ops.retry import RETRYABLE_STATES
 from dojo.models import SystemSettings
 
-# A task's state -> the task control that applies to it (dojo.celery_ops.retry, .revocations).
-RETRYABLE_STATES = ("FAILURE", "REVOKED")
-REVOCABLE_STATES = ("PENDING", "RECEIVED", "SCHEDULED", "RETRY")  # not started yet (again)
-RUNNING_STATE = "STARTED"
+# The states a task has not started in (yet, or again): revoking it keeps it from running.
+# SCHEDULED is the live tasks backend's name for an ETA task a worker holds.
+REVOCABLE_STATES = (states.PENDING, states.RECEIVED, "SCHEDULED", states.RETRY)
 
 
 @dataclass(frozen=True)
@@ -60,5 +61,5 @@ def task_controls(request: HttpRequest, state: str) -> TaskControls:
     return TaskControls(
         retry=allowed.retry and state in RETRYABLE_STATES,
         revoke=allowed.revoke and state in REVOCABLE_STATES,
-        terminate=allowed.terminate and state == RUNNING_STATE,
+        terminate=allowed.terminate and state == states.STARTED,
     )
