@@ -3,7 +3,7 @@
 What it measures, on a private redis-server with 2 real `celery -A dojo worker` processes
 (they consume only an idle queue, so the loaded queues stay full):
 
-1. `dojo.celery_ops.queue_table.queue_table()` in-process (ready counts of every priority list
+1. `dojo.ops.read_models.queue_table.queue_table()` in-process (ready counts of every priority list
    and the next message of each, for 200 queues, in one Redis pipeline; the worker columns from
    the cached status document), and `GET /api/v2/celery/queues/` through Django's test client
    as a staff user: p50/p95 over `--runs` runs, target p50 <= 300 ms; then the obvious
@@ -75,15 +75,16 @@ def setup_django(env: dict[str, str]) -> None:
 def message_template() -> str:
     """A real envelope published by the project's app, as a %-template for new ids, task name,
     priority and publish stamp."""
-    from dojo.celery import PUBLISHED_AT_HEADER, app
-    from dojo.celery_ops import redis_queue
-    from dojo.celery_ops.connection import broker_connection
+    from dojo.celery import app
+    from dojo.ops.brokers import redis_lists
+    from dojo.ops.brokers.connection import broker_connection
+    from dojo.publishing import PUBLISHED_AT_HEADER
 
     probe = f"template-{uuid.uuid4().hex}"
     app.send_task("dojo.tasks.add", args=(1, 2), queue=probe)
     with broker_connection() as conn:
-        channel = redis_queue.redis_channel(conn)
-        client = redis_queue.client(channel)
+        channel = redis_lists.redis_channel(conn)
+        client = redis_lists.client(channel)
         raw = client.rpop(probe)
     envelope = json.loads(raw)
     headers, properties = envelope["headers"], envelope["properties"]
@@ -104,15 +105,15 @@ def message_template() -> str:
 
 def fill(queues: list[str], total: int) -> float:
     """Push `total` messages spread evenly over `queues`; returns the seconds it took."""
-    from dojo.celery_ops import redis_queue
-    from dojo.celery_ops.connection import broker_connection
+    from dojo.ops.brokers import redis_lists
+    from dojo.ops.brokers.connection import broker_connection
 
     template = message_template()
     started = time.monotonic()
     now = time.time()
     with broker_connection(timeout=60) as conn:
-        channel = redis_queue.redis_channel(conn)
-        client = redis_queue.client(channel)
+        channel = redis_lists.redis_channel(conn)
+        client = redis_lists.client(channel)
         pipe = client.pipeline(transaction=False)
         pending = 0
 
@@ -149,13 +150,13 @@ def fill(queues: list[str], total: int) -> float:
 
 
 def delete_queues(queues: list[str]) -> None:
-    from dojo.celery_ops import redis_queue
-    from dojo.celery_ops.connection import broker_connection
+    from dojo.ops.brokers import redis_lists
+    from dojo.ops.brokers.connection import broker_connection
 
     with broker_connection(timeout=60) as conn:
-        channel = redis_queue.redis_channel(conn)
-        keys = [key for queue in queues for key in redis_queue.priority_lists(channel, queue)]
-        redis_queue.client(channel).delete(*keys)
+        channel = redis_lists.redis_channel(conn)
+        keys = [key for queue in queues for key in redis_lists.priority_lists(channel, queue)]
+        redis_lists.client(channel).delete(*keys)
 
 
 def time_calls(name: str, call: Callable[[], tuple[bool, str]], runs: int, warmups: int = 2) -> Series:
@@ -166,7 +167,7 @@ def time_calls(name: str, call: Callable[[], tuple[bool, str]], runs: int, warmu
 def table_check(queues: list[str], total: int) -> Callable[[], tuple[bool, str]]:
     """One queue_table() call, checked: every queue present, the ready messages all counted,
     and a latency near SPREAD_SECONDS for the queues."""
-    from dojo.celery_ops.queue_table import queue_table
+    from dojo.ops.read_models.queue_table import queue_table
 
     def call() -> tuple[bool, str]:
         table = queue_table()
@@ -206,8 +207,8 @@ def api_check(queue_count: int) -> Callable[[], tuple[bool, str]]:
 
 def declare_loop(queues: list[str], total: int) -> Callable[[], tuple[bool, str]]:
     """The obvious alternative: a passive declare per queue (kombu's qsize), counts only."""
-    from dojo.celery_ops.connection import broker_connection
-    from dojo.celery_ops.queues import read_queue
+    from dojo.ops.brokers.connection import broker_connection
+    from dojo.ops.brokers.queues import read_queue
 
     def call() -> tuple[bool, str]:
         with broker_connection() as conn:
@@ -249,7 +250,7 @@ def store_results(queues: list[str], count: int) -> float:
 
 
 def result_counts_check(expected_failed: int) -> Callable[[], tuple[bool, str]]:
-    from dojo.celery_ops.queue_table import count_results
+    from dojo.ops.read_models.queue_table import count_results
 
     def call() -> tuple[bool, str]:
         counts = count_results()
@@ -264,14 +265,14 @@ def naive_breakdown(queue: str) -> tuple[int, dict[str, int], int]:
     message; total, counts by task, messages kept."""
     from collections import Counter
 
-    from dojo.celery_ops import redis_queue
-    from dojo.celery_ops.connection import broker_connection
+    from dojo.ops.brokers import redis_lists
+    from dojo.ops.brokers.connection import broker_connection
 
     with broker_connection(timeout=60) as conn:
-        channel = redis_queue.redis_channel(conn)
-        client = redis_queue.client(channel)
+        channel = redis_lists.redis_channel(conn)
+        client = redis_lists.client(channel)
         decoded = [
-            json.loads(raw) for key in redis_queue.priority_lists(channel, queue) for raw in client.lrange(key, 0, -1)
+            json.loads(raw) for key in redis_lists.priority_lists(channel, queue) for raw in client.lrange(key, 0, -1)
         ]
     by_task = Counter(message["headers"]["task"] for message in decoded)
     return len(decoded), dict(by_task), min(len(decoded), 100)
@@ -280,8 +281,8 @@ def naive_breakdown(queue: str) -> tuple[int, dict[str, int], int]:
 def breakdown_child(queue: str, naive: bool) -> int:
     """Run in the subprocess: break `queue` down, print wall time and peak RSS as JSON."""
     setup_django({})
-    from dojo.celery_ops.breakdown import breakdown
-    from dojo.celery_ops.connection import broker_connection
+    from dojo.ops.brokers.connection import broker_connection
+    from dojo.ops.read_models.breakdown import breakdown
 
     with broker_connection() as conn:  # import and connect everything once, outside the measure
         conn.default_channel.client.ping()

@@ -6,7 +6,7 @@ connection, of ``GET /api/v2/celery/status/`` served by a real gunicorn process
 redis-server; and, for comparison, the time of Celery's own
 ``Celery(broker=...).control.ping(timeout=1)`` against the same workers.
 
-Why: the status view (``dojo.celery_ops.get_status``) pings the workers but stops
+Why: the status view (``dojo.ops.fleet.status_cache.get_status``) pings the workers but stops
 as soon as every live worker has answered, instead of always waiting for the full
 timeout as ``control.ping`` does. The page that shows the status must stay fast,
 so the target is a median (p50) of at most 50 ms with every worker counted; the

@@ -61,7 +61,7 @@ class CeleryStatusSnapshot(models.Model):
 class CeleryWorkerSeen(models.Model):
     """A worker that answered a status read: when first and last, so a silent one shows as offline.
 
-    Updated on every uncached status read (dojo.celery_ops.registry.record_seen); rows not seen
+    Updated on every uncached status read (dojo.ops.fleet.seen_workers.record_seen); rows not seen
     for DD_CELERY_WORKER_OFFLINE_HOURS are deleted by the snapshot task.
     """
 

@@ -130,7 +130,7 @@ def redis_server(tmp_path_factory) -> Iterator[RedisServer]:
 
 
 @dataclass
-class Broker:
+class LiveBroker:
     """One broker as seen by the web process (Django settings) and by workers (DD_ env)."""
 
     kind: str
@@ -210,11 +210,11 @@ class Broker:
         self.workers.clear()
 
 
-def redis_broker(redis_server: RedisServer, tmp_path: Path) -> Broker:
+def redis_broker(redis_server: RedisServer, tmp_path: Path) -> LiveBroker:
     import redis
 
     redis.Redis(port=redis_server.port).flushall()
-    return Broker(
+    return LiveBroker(
         kind="redis",
         url=redis_server.url(0),
         transport_options={"priority_steps": [0, 3, 6, 9]},
@@ -223,11 +223,11 @@ def redis_broker(redis_server: RedisServer, tmp_path: Path) -> Broker:
     )
 
 
-def filesystem_broker(tmp_path: Path) -> Broker:
+def filesystem_broker(tmp_path: Path) -> LiveBroker:
     folders = {name: tmp_path / "broker" / name for name in ("data", "control", "processed")}
     for folder in [*folders.values(), tmp_path / "results"]:
         folder.mkdir(parents=True)
-    return Broker(
+    return LiveBroker(
         kind="filesystem",
         url="filesystem://localhost/",
         transport_options={
@@ -242,14 +242,14 @@ def filesystem_broker(tmp_path: Path) -> Broker:
     )
 
 
-def use_broker(settings, broker: Broker) -> Broker:
+def use_broker(settings, broker: LiveBroker) -> LiveBroker:
     settings.CELERY_BROKER_URL = broker.url
     settings.CELERY_BROKER_TRANSPORT_OPTIONS = broker.transport_options
     return broker
 
 
 @pytest.fixture(params=["redis", "filesystem"])
-def broker(request, settings, tmp_path) -> Iterator[Broker]:
+def broker(request, settings, tmp_path) -> Iterator[LiveBroker]:
     """The web process and any worker a test starts use this broker: Redis, then the embedded one."""
     if request.param == "redis":
         chosen = redis_broker(request.getfixturevalue("redis_server"), tmp_path)
@@ -261,14 +261,14 @@ def broker(request, settings, tmp_path) -> Iterator[Broker]:
 
 
 @pytest.fixture
-def filesystem_only(settings, tmp_path) -> Iterator[Broker]:
+def filesystem_only(settings, tmp_path) -> Iterator[LiveBroker]:
     chosen = use_broker(settings, filesystem_broker(tmp_path))
     yield chosen
     chosen.stop_workers()
 
 
 @pytest.fixture
-def redis_only(redis_server, settings, tmp_path) -> Iterator[Broker]:
+def redis_only(redis_server, settings, tmp_path) -> Iterator[LiveBroker]:
     chosen = use_broker(settings, redis_broker(redis_server, tmp_path))
     yield chosen
     chosen.stop_workers()
@@ -288,7 +288,7 @@ def rabbitmqctl(*args: str) -> str:
 
 
 @pytest.fixture
-def rabbitmq_broker(settings, tmp_path) -> Iterator[Broker]:
+def rabbitmq_broker(settings, tmp_path) -> Iterator[LiveBroker]:
     """A private vhost on the RabbitMQ at 127.0.0.1:5672 (guest/guest), deleted with everything in it.
 
     Skipped when RabbitMQ is not installed or not answering, failed instead in CI.
@@ -305,7 +305,7 @@ def rabbitmq_broker(settings, tmp_path) -> Iterator[Broker]:
     rabbitmqctl("add_vhost", vhost)
     try:
         rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
-        chosen = Broker(
+        chosen = LiveBroker(
             kind="rabbitmq",
             url=f"amqp://guest:guest@127.0.0.1:{RABBITMQ_PORT}/{vhost}",
             result_backend="rpc://",

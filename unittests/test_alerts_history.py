@@ -6,9 +6,9 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 
-from dojo.celery_ops.alerts import compute_alerts, recent_history
-from dojo.celery_ops.status import CeleryStatus, QueueState
 from dojo.models import CeleryStatusSnapshot
+from dojo.ops.fleet.status import CeleryStatus, QueueState
+from dojo.ops.observe.alerts import compute_alerts, recent_history
 
 
 def status(workers: int = 2, ready: int = 10, active: int = 0, concurrency: int = 4) -> CeleryStatus:

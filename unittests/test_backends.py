@@ -7,8 +7,8 @@ import time
 import pytest
 from django.urls import reverse
 
-from dojo.celery_ops.backends import DEFAULT_ALIAS, backend_alias_of, celery_backends, get_backend
-from unittests.conftest import Broker, wait_for
+from dojo.ops.brokers.registry import DEFAULT_ALIAS, broker_alias_of, configured_brokers, get_broker
+from unittests.conftest import LiveBroker, wait_for
 from unittests.test_rabbitmq import SECRET, publish, rabbit_queues
 
 STATUS = reverse("celery_status")
@@ -16,7 +16,7 @@ PURGE = reverse("celery_queue_purge")
 
 
 @pytest.fixture
-def two_backends(rabbitmq_broker: Broker, redis_only: Broker, settings) -> tuple[Broker, Broker]:
+def two_backends(rabbitmq_broker: LiveBroker, redis_only: LiveBroker, settings) -> tuple[LiveBroker, LiveBroker]:
     """Main backend: the private Redis (redis_only comes last, so it is the main broker); "rabbit": the vhost."""
     settings.CELERY_BROKER_TIMEOUT = 1.0
     settings.CELERY_BACKENDS = {"rabbit": {"broker_url": rabbitmq_broker.url}}
@@ -25,11 +25,11 @@ def two_backends(rabbitmq_broker: Broker, redis_only: Broker, settings) -> tuple
 
 def test_backends_come_from_the_setting_main_first(settings) -> None:
     settings.CELERY_BACKENDS = {"rabbit": {"broker_url": "amqp://guest:guest@127.0.0.1:5672//"}}
-    assert list(celery_backends()) == [DEFAULT_ALIAS, "rabbit"]
-    assert get_backend(None).alias == get_backend("").alias == DEFAULT_ALIAS
-    assert get_backend("rabbit").is_amqp
-    assert backend_alias_of("amqp://guest:guest@127.0.0.1:5672//") == "rabbit"
-    assert backend_alias_of("redis://elsewhere:6379/0") == DEFAULT_ALIAS
+    assert list(configured_brokers()) == [DEFAULT_ALIAS, "rabbit"]
+    assert get_broker(None).alias == get_broker("").alias == DEFAULT_ALIAS
+    assert get_broker("rabbit").is_amqp
+    assert broker_alias_of("amqp://guest:guest@127.0.0.1:5672//") == "rabbit"
+    assert broker_alias_of("redis://elsewhere:6379/0") == DEFAULT_ALIAS
 
 
 def test_the_environment_variable_takes_urls_or_objects(tmp_path) -> None:
@@ -42,7 +42,7 @@ def test_the_environment_variable_takes_urls_or_objects(tmp_path) -> None:
     done = subprocess.run(
         [sys.executable, "-c", f"import django; django.setup(); {code}"],
         env={
-            **Broker(kind="none", url="memory://").env(),
+            **LiveBroker(kind="none", url="memory://").env(),
             "DJANGO_SETTINGS_MODULE": "dojo.settings.settings",
             "DD_CELERY_BACKENDS": json.dumps(spec),
         },
@@ -155,8 +155,8 @@ def test_failed_and_finished_count_the_results_of_each_backend_apart(two_backend
     whose worker ran it, in the queues table (24 h) and the dashboard's cards (1 h)."""
     from django_celery_results.models import TaskResult
 
-    from dojo.celery_ops.queue_table import queue_table
     from dojo.celery_panel.overview import task_activity
+    from dojo.ops.read_models.queue_table import queue_table
 
     redis_broker, rabbit = two_backends
     settings.CELERY_RESULT_BACKEND = "django-db"
@@ -175,7 +175,7 @@ def test_failed_and_finished_count_the_results_of_each_backend_apart(two_backend
     wait_for(lambda: TaskResult.objects.filter(status__in=("SUCCESS", "FAILURE")).count() == 4, 30, "four results")
 
     def counts(alias: str) -> tuple[int, int]:
-        (row,) = [row for row in queue_table(get_backend(alias)).rows if row.name == "celery"]
+        (row,) = [row for row in queue_table(get_broker(alias)).rows if row.name == "celery"]
         return row.finished_count, row.failed_count
 
     assert counts(DEFAULT_ALIAS) == (2, 0)

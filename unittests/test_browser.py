@@ -83,7 +83,7 @@ def only_failed_loads(console_errors: list[str]) -> bool:
 
 @pytest.mark.django_db(transaction=True)
 def test_running_tasks_and_alerts(redis_only, live_server, browser_page, tmp_path):
-    from dojo.celery_ops import get_status
+    from dojo.ops.fleet.status_cache import get_status
 
     make_user("admin", superuser=True)
     worker = redis_only.start_worker("w1")

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from dojo.api_v2.serializers import CeleryStatusSerializer
-from unittests.conftest import IN_CI, ROOT, Broker, free_port, wait_for
+from unittests.conftest import IN_CI, ROOT, LiveBroker, free_port, wait_for
 
 SECRET = "s3cret-cli-pw"
 # The status-document consumer from seed 002, with the alert hooks replaced by echo and the
@@ -41,12 +41,12 @@ echo "connected=$CONNECTED workers=$WORKERS active=$ACTIVE_TASKS"
 def database(tmp_path_factory) -> str:
     """A migrated SQLite database for the CLI processes (the status reads the history table)."""
     url = f"sqlite:///{tmp_path_factory.mktemp('cli') / 'cli.sqlite3'}"
-    env = Broker(kind="none", url="memory://").env(DD_DATABASE_URL=url)
+    env = LiveBroker(kind="none", url="memory://").env(DD_DATABASE_URL=url)
     subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True, timeout=120)
     return url
 
 
-def run_cli(broker: Broker, database: str, *args: str, **env: str) -> subprocess.CompletedProcess:
+def run_cli(broker: LiveBroker, database: str, *args: str, **env: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "manage.py", "celery_status", *args],
         cwd=ROOT,
@@ -145,7 +145,7 @@ def test_min_workers_overrides_the_setting(redis_only, database):
 @pytest.fixture(scope="module")
 def startup_seconds(database) -> float:
     """What starting the command costs with Celery off (no broker touched): the process overhead."""
-    env = Broker(kind="none", url="memory://").env(DD_DATABASE_URL=database, DD_CELERY_ENABLED="false")
+    env = LiveBroker(kind="none", url="memory://").env(DD_DATABASE_URL=database, DD_CELERY_ENABLED="false")
     started = time.monotonic()
     subprocess.run([sys.executable, "manage.py", "celery_status"], cwd=ROOT, env=env, capture_output=True, timeout=60)
     return time.monotonic() - started
@@ -156,7 +156,7 @@ def startup_seconds(database) -> float:
 def test_broker_down_is_not_ready_within_the_bound(tmp_path, database, silent_port, startup_seconds, which, args):
     port = free_port() if which == "closed port" else silent_port
     bound = 1.0
-    broker = Broker(kind="redis", url=f"redis://:{SECRET}@127.0.0.1:{port}/0", tmp=tmp_path)
+    broker = LiveBroker(kind="redis", url=f"redis://:{SECRET}@127.0.0.1:{port}/0", tmp=tmp_path)
 
     started = time.monotonic()
     result = run_cli(broker, database, *args, DD_CELERY_BROKER_TIMEOUT=str(bound))
@@ -178,7 +178,7 @@ def test_broker_down_is_not_ready_within_the_bound(tmp_path, database, silent_po
 
 
 def test_celery_disabled_is_not_ready(tmp_path, database):
-    broker = Broker(kind="redis", url=f"redis://:{SECRET}@127.0.0.1:{free_port()}/0", tmp=tmp_path)
+    broker = LiveBroker(kind="redis", url=f"redis://:{SECRET}@127.0.0.1:{free_port()}/0", tmp=tmp_path)
 
     result = run_cli(broker, database, DD_CELERY_ENABLED="false")
     assert result.returncode == 1
@@ -202,7 +202,7 @@ def jq() -> str:
     return path
 
 
-def run_monitor(broker: Broker, database: str) -> list[str]:
+def run_monitor(broker: LiveBroker, database: str) -> list[str]:
     jq()
     env = broker.env(DD_DATABASE_URL=database, PYTHON=sys.executable)
     result = subprocess.run(
@@ -222,7 +222,7 @@ def test_seed_monitoring_script_reads_the_json(redis_only, database):
 
 
 def test_seed_monitoring_script_sees_a_broker_down(tmp_path, database):
-    broker = Broker(kind="redis", url=f"redis://:{SECRET}@127.0.0.1:{free_port()}/0", tmp=tmp_path)
+    broker = LiveBroker(kind="redis", url=f"redis://:{SECRET}@127.0.0.1:{free_port()}/0", tmp=tmp_path)
 
     assert run_monitor(broker, database) == [
         "ALERT pagerduty: Celery disconnected from broker",

@@ -4,9 +4,9 @@ import os
 import time
 
 import pytest
-
-from dojo.celery_ops.connection import mask_url, redact
 from dojo.tasks import prune_broker_files
+
+from dojo.ops.redaction import mask_url, redact
 
 
 @pytest.mark.parametrize(

@@ -17,9 +17,9 @@ from django_celery_results.models import TaskResult
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from dojo.celery_ops import broker_connection
-from dojo.celery_ops.queues import read_queue
 from dojo.models import CeleryAuditLog, QueuePause, TaskRevocation
+from dojo.ops.brokers.connection import broker_connection
+from dojo.ops.brokers.queues import read_queue
 from unittests.conftest import free_port, make_user
 
 PAUSE = reverse("celery_queue_pause")

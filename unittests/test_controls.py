@@ -15,11 +15,12 @@ import redis
 from django.urls import reverse
 from django_celery_results.models import TaskResult
 
-from dojo.celery_ops import broker_connection, get_status
-from dojo.celery_ops.queues import read_queue
-from dojo.celery_ops.redis_queue import decode, priority_lists, redis_channel
 from dojo.models import CeleryAuditLog, QueuePause, TaskRevocation
-from unittests.conftest import Broker, wait_for
+from dojo.ops.brokers.connection import broker_connection
+from dojo.ops.brokers.queues import read_queue
+from dojo.ops.brokers.redis_lists import decode, priority_lists, redis_channel
+from dojo.ops.fleet.status_cache import get_status
+from unittests.conftest import LiveBroker, wait_for
 
 PAUSE = reverse("celery_queue_pause")
 RESUME = reverse("celery_queue_resume")
@@ -32,7 +33,7 @@ STARTUP = 60  # a worker run needs seconds on a loaded two-core machine
 
 
 @pytest.fixture
-def fleet(redis_only: Broker, shared_database: str, settings) -> Broker:
+def fleet(redis_only: LiveBroker, shared_database: str, settings) -> LiveBroker:
     """Redis, the queues `celery` and `reports` in the web process, and worker settings that share
     the test database (start workers with **fleet.worker_env)."""
     settings.CELERY_QUEUE_NAMES = list(QUEUES)
@@ -46,7 +47,7 @@ def fleet(redis_only: Broker, shared_database: str, settings) -> Broker:
     return redis_only
 
 
-def append(broker: Broker, path: Path, line: str, queue: str = "celery", **options) -> str:
+def append(broker: LiveBroker, path: Path, line: str, queue: str = "celery", **options) -> str:
     """Publish dojo.tasks.append_line(path, line) to `queue`; its task id."""
     client = broker.client()
     try:

@@ -11,7 +11,7 @@ import pytest
 from django.urls import reverse
 
 from dojo.models import CeleryAuditLog, QueuePause, TaskRevocation
-from unittests.conftest import Broker, wait_for
+from unittests.conftest import LiveBroker, wait_for
 from unittests.test_controls import QUEUES, STARTUP, append, consumed_queues, lines, stored_state
 from unittests.test_rabbitmq import rabbit_queues
 
@@ -24,7 +24,7 @@ PURGE_TASK = reverse("celery_queue_purge_task")
 
 
 @pytest.fixture
-def rabbit_fleet(rabbitmq_broker: Broker, shared_database: str, settings) -> Broker:
+def rabbit_fleet(rabbitmq_broker: LiveBroker, shared_database: str, settings) -> LiveBroker:
     settings.CELERY_BROKER_TIMEOUT = 1.0
     settings.CELERY_QUEUE_NAMES = list(QUEUES)
     settings.CELERY_TASK_DEFAULT_QUEUE = "celery"
@@ -37,11 +37,11 @@ def rabbit_fleet(rabbitmq_broker: Broker, shared_database: str, settings) -> Bro
     return rabbitmq_broker
 
 
-def ready_in_rabbitmq(broker: Broker, queue: str) -> int:
+def ready_in_rabbitmq(broker: LiveBroker, queue: str) -> int:
     return rabbit_queues(broker).get(queue, {}).get("messages_ready", 0)
 
 
-def consumers_in_rabbitmq(broker: Broker, queue: str) -> int:
+def consumers_in_rabbitmq(broker: LiveBroker, queue: str) -> int:
     return rabbit_queues(broker).get(queue, {}).get("consumers", 0)
 
 

@@ -203,10 +203,10 @@ def test_processes_show_each_worker_with_its_pool_children_live(redis_only, shar
 
 @pytest.mark.django_db
 def test_semaphores_show_limit_free_slots_waiters_and_expiry(redis_only, staff_client):
-    from dojo.celery_ops.backends import get_backend
-    from dojo.celery_ops.semaphores import Slot, acquire_slot, record_waiter
+    from dojo.ops.brokers.registry import get_broker
+    from dojo.ops.limits.semaphores import Slot, acquire_slot, record_waiter
 
-    backend = get_backend()
+    backend = get_broker()
     for holder in ("run-1", "run-2"):
         assert acquire_slot(Slot(backend, "report:42", holder, limit=3, expires=600))
     assert acquire_slot(Slot(backend, "export", "run-3", limit=1, expires=600))

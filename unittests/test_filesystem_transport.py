@@ -3,14 +3,14 @@
 kombu's own filesystem transport creates a message's final file and then writes it, so a
 consumer polling meanwhile can take the empty file: JSONDecodeError, which stops a worker
 ("Unrecoverable error"; seen in this suite, and in about 2 runs of 3 of this race with kombu's
-transport). With dojo.filesystem_transport a consumer racing a producer gets every message.
+transport). With dojo.ops.brokers.filesystem_transport a consumer racing a producer gets every message.
 """
 
 import threading
 
 from kombu import Connection
 
-from dojo.filesystem_transport import Transport
+from dojo.ops.brokers.filesystem_transport import Transport
 
 MESSAGES = 3000
 

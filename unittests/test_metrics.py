@@ -101,7 +101,7 @@ def test_exposition_for_a_known_state(redis_only, api, two_queues):
 
 @pytest.mark.django_db
 def test_scrapes_within_the_cache_period_share_one_status_read(redis_only, api, two_queues, settings, monkeypatch):
-    from dojo.celery_ops import cache
+    from dojo.ops.fleet import status_cache as cache
 
     settings.CELERY_STATUS_CACHE_SECONDS = 60
     redis_only.start_worker("m0")
@@ -117,7 +117,7 @@ def test_scrapes_within_the_cache_period_share_one_status_read(redis_only, api, 
 
 @pytest.mark.django_db
 def test_stored_task_result_counts(redis_only, api, two_queues, django_assert_num_queries):
-    from dojo.celery_ops.metrics import task_results_metric
+    from dojo.ops.observe.metrics import task_results_metric
 
     ids = store_results(
         [("dojo.tasks.add", "SUCCESS")] * 3

@@ -15,11 +15,12 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
-from dojo.celery_ops import get_status
-from dojo.celery_panel.backends.periodic import crontab_words, interval_words, schedule_words, solar_words
-from dojo.celery_panel.configuration import is_secret_key, mask
+from dojo.ops.redaction import is_secret_key, mask
 from dojo.celery_panel.overview import task_activity
 from dojo.models import CeleryWorkerSeen
+from dojo.ops.durations import interval_words
+from dojo.ops.fleet.status_cache import get_status
+from dojo.ops.read_models.recurring import crontab_words, schedule_words, solar_words
 from unittests.conftest import ROOT, free_port, make_user
 
 SECRETS = ("s3cr3t-transport-pw", "s3cr3t-api-key", "s3cr3t-setting", "s3cr3t-beat-token")
@@ -205,7 +206,7 @@ def test_every_page_shows_the_worker_queue_and_periodic_entries(redis_only, sett
 
 @pytest.mark.django_db
 def test_a_killed_worker_is_shown_offline_then_forgotten(redis_only, settings):
-    from dojo.celery_ops.history import record_snapshot
+    from dojo.ops.observe.history import record_snapshot
 
     worker = redis_only.start_worker("doomed")
     client = staff_client()
@@ -252,7 +253,10 @@ def test_broker_url_password_is_masked_with_the_broker_down(settings):
 
 @pytest.mark.parametrize(
     "key",
-    ["password", "broker_password", "api_key", "apiKey", "secret_access_key", "auth_token", "credentials", "key"],
+    [
+        *("password", "broker_password", "api_key", "apiKey", "secret_access_key", "auth_token", "credentials", "key"),
+        *("auth", "dbpassword", "accessToken", "sentinel_kwargs_password"),
+    ],
 )
 def test_secret_keys(key):
     assert is_secret_key(key)
@@ -260,7 +264,7 @@ def test_secret_keys(key):
 
 @pytest.mark.parametrize(
     "key",
-    ["task_routes", "routing_key", "task_default_routing_key", "global_keyprefix", "key_prefix", "keyfile", "auth"],
+    ["task_routes", "routing_key", "task_default_routing_key", "global_keyprefix", "key_prefix", "keyfile", "author"],
 )
 def test_harmless_keys(key):
     assert not is_secret_key(key)

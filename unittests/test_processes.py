@@ -20,10 +20,10 @@ from django.urls import reverse
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from dojo.celery_ops.processes import STALE_AFTER_SECONDS, list_processes, prune_processes
-from dojo.heartbeat import Heartbeat, identity
 from dojo.models import CeleryProcess
-from unittests.conftest import ROOT, Broker, make_user, stop_process, wait_for
+from dojo.ops.fleet.processes import STALE_AFTER_SECONDS, list_processes, prune_processes
+from dojo.worker.heartbeat import Heartbeat, identity
+from unittests.conftest import ROOT, LiveBroker, make_user, stop_process, wait_for
 
 PROCESSES = reverse("celery_processes")
 HOST = socket.gethostname()
@@ -51,7 +51,7 @@ def live_with_children(worker_name: str, count: int = 2) -> bool:
     return len(rows) == 1 + count and all(row.is_live for row in rows)
 
 
-def start_worker(broker: Broker, name: str, database_url: str) -> tuple[str, subprocess.Popen]:
+def start_worker(broker: LiveBroker, name: str, database_url: str) -> tuple[str, subprocess.Popen]:
     worker_name = broker.start_worker(name, DD_DATABASE_URL=database_url)
     wait_for(lambda: live_with_children(worker_name), 30, f"{worker_name} and 2 pool children live")
     return worker_name, broker.workers[-1]
@@ -165,7 +165,7 @@ def test_a_database_error_is_logged_once_and_never_raised(caplog):
     heartbeat = Heartbeat(identity("default", "flaky@test", "worker"))
     failure = OperationalError("database is locked")
     with (
-        caplog.at_level(logging.WARNING, logger="dojo.heartbeat"),
+        caplog.at_level(logging.WARNING, logger="dojo.worker.heartbeat"),
         mock.patch.object(CeleryProcess.objects, "update_or_create", side_effect=failure),
     ):
         heartbeat._guarded(heartbeat.tick)
@@ -230,7 +230,7 @@ def test_rows_stale_for_longer_than_the_offline_hours_are_pruned(settings):
 
 
 def test_the_snapshot_task_prunes_processes(redis_only, db, settings):
-    from dojo.celery_ops.history import record_snapshot
+    from dojo.ops.observe.history import record_snapshot
 
     settings.CELERY_WORKER_OFFLINE_HOURS = 1
     make_process("gone@h1", "worker", 2 * 3600)

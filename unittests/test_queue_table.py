@@ -16,14 +16,13 @@ from django.urls import reverse
 from django.utils import timezone
 from kombu import Connection
 
-from dojo.celery_ops.backends import get_backend
-from dojo.celery_ops.breakdown import BreakdownUnsupported, breakdown
-from dojo.celery_ops.cache import forget_status
-from dojo.celery_ops.connection import MASK
-from dojo.celery_ops.previews import args_preview
-from dojo.celery_ops.queue_table import queue_table
 from dojo.models import QueuePause
-from unittests.conftest import Broker, make_user, wait_for
+from dojo.ops.brokers.registry import get_broker
+from dojo.ops.fleet.status_cache import forget_status
+from dojo.ops.read_models.breakdown import BreakdownUnsupported, breakdown
+from dojo.ops.read_models.queue_table import queue_table
+from dojo.ops.redaction import MASK, args_preview
+from unittests.conftest import LiveBroker, make_user, wait_for
 
 QUEUES = reverse("celery_queues")
 BREAKDOWN = reverse("celery_queue_breakdown")
@@ -31,7 +30,9 @@ SECRET_KWARG = "hunter2-kwarg-secret"
 BROKER_PASSWORD = "brokerpw-7f3a9"
 
 
-def publish(broker: Broker, count: int, queue: str = "celery", task: str = "dojo.tasks.add", **options) -> list[str]:
+def publish(
+    broker: LiveBroker, count: int, queue: str = "celery", task: str = "dojo.tasks.add", **options
+) -> list[str]:
     """Publish `count` tasks as the project does (the publish stamp comes from dojo.celery's
     signal handler); returns their ids in publish order. `priorities` cycles through values."""
     priorities = options.pop("priorities", (None,))
@@ -53,7 +54,7 @@ def publish(broker: Broker, count: int, queue: str = "celery", task: str = "dojo
     return ids
 
 
-def consume_ids(broker: Broker, queue: str, count: int) -> list[str]:
+def consume_ids(broker: LiveBroker, queue: str, count: int) -> list[str]:
     """Take `count` messages off `queue` the way a worker does; their task ids in that order."""
     taken = []
     with Connection(broker.url, transport_options=broker.transport_options) as conn:
@@ -361,7 +362,7 @@ def test_rabbitmq_breakdown_is_refused_and_latency_unknown(rabbitmq_broker, sett
     assert response.status_code == 400
     assert "cannot show" in response.json()["detail"]
     with pytest.raises(BreakdownUnsupported):
-        breakdown("celery", get_backend())
+        breakdown("celery", get_broker())
 
 
 # --- API -----------------------------------------------------------------------------------

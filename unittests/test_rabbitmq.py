@@ -14,7 +14,7 @@ import pytest
 from django.urls import reverse
 from kombu import Connection, Exchange, Producer, Queue
 
-from unittests.conftest import Broker, free_port, rabbitmqctl
+from unittests.conftest import LiveBroker, free_port, rabbitmqctl
 
 STATUS = reverse("celery_status")
 PURGE = reverse("celery_queue_purge")
@@ -23,16 +23,16 @@ REPLY_QUEUE_SUFFIX = ".reply.celery.pidbox"  # the broadcast's reply queue, auto
 
 
 @pytest.fixture
-def rabbit(rabbitmq_broker: Broker, settings) -> Broker:
+def rabbit(rabbitmq_broker: LiveBroker, settings) -> LiveBroker:
     settings.CELERY_BROKER_TIMEOUT = 1.0
     return rabbitmq_broker
 
 
-def vhost(broker: Broker) -> str:
+def vhost(broker: LiveBroker) -> str:
     return urlsplit(broker.url).path.lstrip("/")
 
 
-def rabbit_queues(broker: Broker) -> dict[str, dict]:
+def rabbit_queues(broker: LiveBroker) -> dict[str, dict]:
     """The queues of the broker's vhost as RabbitMQ lists them, by name."""
     rows = json.loads(
         rabbitmqctl(
@@ -43,7 +43,7 @@ def rabbit_queues(broker: Broker) -> dict[str, dict]:
     return {row["name"]: row for row in rows}
 
 
-def publish(broker: Broker, count: int, queue: str = "celery", priorities=(None,)) -> None:
+def publish(broker: LiveBroker, count: int, queue: str = "celery", priorities=(None,)) -> None:
     """Publish `count` dojo.tasks.add messages as Celery does (declaring `queue`), with publisher
     confirms so that RabbitMQ holds every one of them before this returns."""
     client = broker.client()

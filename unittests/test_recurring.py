@@ -13,8 +13,8 @@ from django.urls import reverse
 from django_celery_beat.models import IntervalSchedule, PeriodicTask, PeriodicTasks
 from rest_framework.test import APIClient
 
-from dojo.celery_ops.recurring import recurring_tasks
 from dojo.models import CeleryAuditLog
+from dojo.ops.read_models.recurring import recurring_tasks
 from unittests.conftest import ROOT, free_port, make_user, stop_process, wait_for
 
 RUN = reverse("celery_periodic_run")

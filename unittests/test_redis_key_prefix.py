@@ -5,17 +5,17 @@ commands (LLEN yes, LINDEX/LRANGE/LREM no), so this fails if any of them used th
 import pytest
 import redis
 
-from dojo.celery_ops.breakdown import breakdown
-from dojo.celery_ops.purge_task import purge_task_name
-from dojo.celery_ops.queue_table import queue_table
-from unittests.conftest import Broker
+from dojo.ops.controls.purge_task import purge_task_name
+from dojo.ops.read_models.breakdown import breakdown
+from dojo.ops.read_models.queue_table import queue_table
+from unittests.conftest import LiveBroker
 from unittests.test_queue_table import publish, row_of
 
 PREFIX = "tenant-a:"
 
 
 @pytest.fixture
-def prefixed(redis_only: Broker, settings) -> Broker:
+def prefixed(redis_only: LiveBroker, settings) -> LiveBroker:
     redis_only.transport_options = {**redis_only.transport_options, "global_keyprefix": PREFIX}
     settings.CELERY_BROKER_TRANSPORT_OPTIONS = redis_only.transport_options
     return redis_only

@@ -13,13 +13,13 @@ from celery.exceptions import SoftTimeLimitExceeded
 from django.db import connection
 from django.urls import reverse
 from django.utils import timezone
+from dojo.tasks import limited_sleep
 from rest_framework.test import APIClient
 
-from dojo.celery_ops.backends import CeleryBackend, get_backend
-from dojo.celery_ops.semaphores import Slot, acquire_slot, blocked_by_queue, list_semaphores, release_slot
 from dojo.models import SemaphoreWaiter
-from dojo.tasks import limited_sleep
-from unittests.conftest import Broker, free_port, make_user, wait_for
+from dojo.ops.brokers.registry import Broker, get_broker
+from dojo.ops.limits.semaphores import Slot, acquire_slot, blocked_by_queue, list_semaphores, release_slot
+from unittests.conftest import LiveBroker, free_port, make_user, wait_for
 
 SEMAPHORES = reverse("celery_semaphores")
 DEMO_KEY = "limited_sleep:demo"
@@ -35,22 +35,22 @@ def most_at_once(runs: list[dict]) -> int:
     return peak
 
 
-def state_of(key: str, backend: CeleryBackend | None = None):
+def state_of(key: str, backend: Broker | None = None):
     return next((state for state in list_semaphores(backend) if state.key == key), None)
 
 
 @pytest.fixture(params=["redis", "database"])
-def store_backend(request, redis_only, transactional_db) -> CeleryBackend:
+def store_backend(request, redis_only, transactional_db) -> Broker:
     """A backend whose slots live on Redis, or one (a broker without a server-side store) in the database."""
     if request.param == "redis":
-        return get_backend()
-    return CeleryBackend("default", "filesystem://", {})
+        return get_broker()
+    return Broker("default", "filesystem://", {})
 
 
 # --- real workers ---------------------------------------------------------------------------
 
 
-def test_ten_runs_limited_to_two_never_overlap_beyond_two_and_all_finish(redis_only: Broker, shared_database):
+def test_ten_runs_limited_to_two_never_overlap_beyond_two_and_all_finish(redis_only: LiveBroker, shared_database):
     for name in ("sem1", "sem2"):  # 2 workers x 2 pool processes: 4 could run at once without the limit
         redis_only.start_worker(name, DD_DATABASE_URL=shared_database)
     client = redis_only.client()
@@ -178,7 +178,7 @@ def test_blocked_waiters_count_by_queue_and_overdue_ones_do_not():
 
 
 def test_api_lists_each_key_for_staff(redis_only, db):
-    backend = get_backend()
+    backend = get_broker()
     assert acquire_slot(Slot(backend, "exports", "run-1", limit=3, expires=60))
     SemaphoreWaiter.objects.create(
         key="exports",

@@ -148,7 +148,7 @@ class BroadcastCounter:
 
 @pytest.mark.django_db(transaction=True)
 def test_one_broadcast_per_read_and_single_flight(redis_only, settings):
-    from dojo.celery_ops import get_status
+    from dojo.ops.fleet.status_cache import get_status
 
     settings.CELERY_STATUS_CACHE_SECONDS = 30
     names = [redis_only.start_worker("w1"), redis_only.start_worker("w2")]

@@ -4,28 +4,28 @@ from drf_spectacular.utils import OpenApiParameter
 from rest_framework import serializers
 from rest_framework.request import Request
 
-from dojo.celery_ops.backends import CeleryBackend, UnknownBackend, get_backend
+from dojo.ops.brokers.registry import Broker, UnknownBroker, get_broker
 
 BACKEND_HELP = "Alias of a configured Celery backend (DD_CELERY_BACKENDS); the main one (default) when absent."
 BACKEND_PARAMETER = OpenApiParameter("backend", str, description=BACKEND_HELP)
 
 
 class BackendField(serializers.CharField):
-    """A backend alias in a request body or query; validates to the CeleryBackend (main one if blank)."""
+    """A backend alias in a request body or query; validates to the Broker (main one if blank)."""
 
     def __init__(self, **kwargs) -> None:
         super().__init__(required=False, allow_blank=True, help_text=BACKEND_HELP, **kwargs)
 
-    def to_internal_value(self, data: object) -> CeleryBackend:
+    def to_internal_value(self, data: object) -> Broker:
         try:
-            return get_backend(super().to_internal_value(data))
-        except UnknownBackend as exc:
+            return get_broker(super().to_internal_value(data))
+        except UnknownBroker as exc:
             raise serializers.ValidationError(str(exc)) from exc
 
 
-def requested_backend(request: Request) -> CeleryBackend:
+def requested_backend(request: Request) -> Broker:
     """The backend named by the `backend` query parameter; a 400 naming the field if it is unknown."""
     try:
-        return get_backend(request.query_params.get("backend"))
-    except UnknownBackend as exc:
+        return get_broker(request.query_params.get("backend"))
+    except UnknownBroker as exc:
         raise serializers.ValidationError({"backend": [str(exc)]}) from exc

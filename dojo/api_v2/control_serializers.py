@@ -3,9 +3,9 @@
 from rest_framework import serializers
 
 from dojo.api_v2.backends import BackendField
-from dojo.celery_ops import configured_queues
-from dojo.celery_ops.pauses import QUEUE_NAME_MAX_LENGTH
-from dojo.celery_ops.revocations import TERMINATE_SIGNALS
+from dojo.ops.brokers.queues import configured_queues
+from dojo.ops.controls.pauses import QUEUE_NAME_MAX_LENGTH
+from dojo.ops.controls.revocations import TERMINATE_SIGNALS
 
 TASK_ID_MAX_LENGTH = 255
 

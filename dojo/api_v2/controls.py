@@ -28,17 +28,17 @@ from dojo.api_v2.control_serializers import (
     TaskRevokeSerializer,
     TaskTerminateRequestSerializer,
 )
-from dojo.api_v2.permissions import CanControlCelery
 from dojo.api_v2.serializers import CeleryQueuePurgeRequestSerializer, CeleryQueuePurgeSerializer, ErrorSerializer
-from dojo.celery_ops.audit import Result, record_action
-from dojo.celery_ops.backends import CeleryBackend, get_backend
-from dojo.celery_ops.connection import BrokerUnavailable
-from dojo.celery_ops.pauses import InvalidQueueName, PauseResult, pause_queue, resume_queue
-from dojo.celery_ops.purge_task import PurgeByNameUnsupported, TaskPurgeResult, purge_task_name
-from dojo.celery_ops.queues import PurgeResult, UnknownQueue, default_queue, purge_queue
-from dojo.celery_ops.retry import NotRetryable, RetryResult, UnknownTask, retry_task
-from dojo.celery_ops.revocations import RevokeResult, TaskNotRunning, revoke_task, terminate_task
 from dojo.models import SystemSettings
+from dojo.ops.brokers.connection import BrokerUnavailable
+from dojo.ops.brokers.queues import PurgeResult, UnknownQueue, default_queue, purge_queue
+from dojo.ops.brokers.registry import Broker, get_broker
+from dojo.ops.controls.audit import Result, record_action
+from dojo.ops.controls.pauses import InvalidQueueName, PauseResult, pause_queue, resume_queue
+from dojo.ops.controls.purge_task import PurgeByNameUnsupported, TaskPurgeResult, purge_task_name
+from dojo.ops.controls.retry import NotRetryable, RetryResult, UnknownTask, retry_task
+from dojo.ops.controls.revocations import RevokeResult, TaskNotRunning, revoke_task, terminate_task
+from dojo.permissions import CanControlCelery
 
 CELERY_OFF = "Celery is not enabled (DD_CELERY_ENABLED=false)."
 
@@ -59,7 +59,7 @@ class CeleryControlView(APIView):
     # Service errors that refuse the request: HTTP status, and the body field named (None: "detail").
     refusals: Mapping[type[Exception], tuple[int, str | None]] = {}
 
-    def perform(self, request: Request, data: dict, backend: CeleryBackend) -> Any:
+    def perform(self, request: Request, data: dict, backend: Broker) -> Any:
         raise NotImplementedError
 
     def counts(self, result: Any) -> dict[str, int]:
@@ -82,7 +82,7 @@ class CeleryControlView(APIView):
             self._audit(request, _raw_values(request), Result.REFUSED, detail=json.dumps(body.errors))
             raise ValidationError(body.errors)
         data = body.validated_data
-        backend = data.get("backend") or get_backend()
+        backend = data.get("backend") or get_broker()
         audited = {**data, "backend": backend.alias}
         if not settings.CELERY_ENABLED:
             self._audit(request, audited, Result.FAILED, detail=CELERY_OFF)
@@ -158,7 +158,7 @@ class CeleryQueuePauseView(CeleryControlView):
     target_fields = ("queue",)
     refusals = {InvalidQueueName: (400, "queue")}
 
-    def perform(self, request: Request, data: dict, backend: CeleryBackend) -> PauseResult:
+    def perform(self, request: Request, data: dict, backend: Broker) -> PauseResult:
         return pause_queue(data["queue"], backend, request.user)
 
     def counts(self, result: PauseResult) -> dict[str, int]:
@@ -179,7 +179,7 @@ class CeleryQueuePauseView(CeleryControlView):
 class CeleryQueueResumeView(CeleryQueuePauseView):
     audit_action = "resume_queue"
 
-    def perform(self, request: Request, data: dict, backend: CeleryBackend) -> PauseResult:
+    def perform(self, request: Request, data: dict, backend: Broker) -> PauseResult:
         return resume_queue(data["queue"], backend, request.user)
 
     @control_schema(
@@ -202,7 +202,7 @@ class CeleryQueuePurgeView(CeleryControlView):
     def target(self, values: Mapping) -> str:
         return super().target(values) or default_queue()
 
-    def perform(self, request: Request, data: dict, backend: CeleryBackend) -> PurgeResult:
+    def perform(self, request: Request, data: dict, backend: Broker) -> PurgeResult:
         if not SystemSettings.load().allow_queue_purge:
             raise PurgeDisabled("Queue purge is disabled in System Settings.")
         return purge_queue(data.get("queue"), backend)
@@ -227,7 +227,7 @@ class CeleryQueuePurgeTaskView(CeleryControlView):
     target_fields = ("queue", "task_name")
     refusals = {UnknownQueue: (400, "queue"), PurgeByNameUnsupported: (400, "backend")}
 
-    def perform(self, request: Request, data: dict, backend: CeleryBackend) -> TaskPurgeResult:
+    def perform(self, request: Request, data: dict, backend: Broker) -> TaskPurgeResult:
         return purge_task_name(data["queue"], data["task_name"], backend)
 
     def counts(self, result: TaskPurgeResult) -> dict[str, int]:
@@ -250,7 +250,7 @@ class CeleryTaskRetryView(CeleryControlView):
     target_fields = ("task_id",)
     refusals = {UnknownTask: (404, None), NotRetryable: (400, "task_id")}
 
-    def perform(self, request: Request, data: dict, backend: CeleryBackend) -> RetryResult:
+    def perform(self, request: Request, data: dict, backend: Broker) -> RetryResult:
         return retry_task(data["task_id"], backend)
 
     def detail(self, result: RetryResult) -> str:
@@ -274,7 +274,7 @@ class CeleryTaskRevokeView(CeleryControlView):
     response_serializer = TaskRevokeSerializer
     target_fields = ("task_id",)
 
-    def perform(self, request: Request, data: dict, backend: CeleryBackend) -> RevokeResult:
+    def perform(self, request: Request, data: dict, backend: Broker) -> RevokeResult:
         return revoke_task(data["task_id"], backend)
 
     def counts(self, result: RevokeResult) -> dict[str, int]:
@@ -297,7 +297,7 @@ class CeleryTaskTerminateView(CeleryControlView):
     target_fields = ("task_id",)
     refusals = {TaskNotRunning: (404, None)}
 
-    def perform(self, request: Request, data: dict, backend: CeleryBackend) -> RevokeResult:
+    def perform(self, request: Request, data: dict, backend: Broker) -> RevokeResult:
         return terminate_task(data["task_id"], data["signal"], backend)
 
     def counts(self, result: RevokeResult) -> dict[str, int]:

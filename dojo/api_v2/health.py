@@ -15,8 +15,8 @@ from rest_framework.views import APIView
 
 from dojo.api_v2.backends import BACKEND_PARAMETER, requested_backend
 from dojo.api_v2.serializers import LivenessSerializer, ReadinessSerializer
-from dojo.celery_ops import get_status
-from dojo.celery_ops.readiness import readiness
+from dojo.ops.fleet.status_cache import get_status
+from dojo.ops.observe.readiness import readiness
 
 
 class HealthLiveView(APIView):

@@ -18,8 +18,8 @@ from rest_framework.request import Request
 from rest_framework.views import APIView
 
 from dojo.api_v2.backends import requested_backend
-from dojo.api_v2.permissions import IsSuperUser
-from dojo.celery_ops.metrics import exposition
+from dojo.ops.observe.metrics import exposition
+from dojo.permissions import IsSuperUser
 
 
 class MetricsToken:

@@ -1,4 +1,4 @@
-"""Recurring (periodic) task controls: run now, enable/disable. Thin: dojo.celery_ops.recurring does
+"""Recurring (periodic) task controls: run now, enable/disable. Thin: dojo.ops.controls.recurring does
 the work; CeleryControlView checks the permission, maps the errors to HTTP and writes the audit row."""
 
 from collections.abc import Mapping
@@ -9,8 +9,8 @@ from rest_framework.response import Response
 
 from dojo.api_v2.backends import BackendField
 from dojo.api_v2.controls import CeleryControlView, control_schema
-from dojo.celery_ops.backends import CeleryBackend
-from dojo.celery_ops.recurring import (
+from dojo.ops.brokers.registry import Broker
+from dojo.ops.controls.recurring import (
     RecurringTask,
     RecurringTaskRefused,
     RunResult,
@@ -62,7 +62,7 @@ class PeriodicTaskRunView(CeleryControlView):
     target_fields = ("key",)
     refusals = KEY_REFUSALS
 
-    def perform(self, request: Request, data: dict, backend: CeleryBackend) -> RunResult:
+    def perform(self, request: Request, data: dict, backend: Broker) -> RunResult:
         return run_now(data["key"], backend)
 
     def detail(self, result: RunResult) -> str:
@@ -83,7 +83,7 @@ class PeriodicTaskEnabledView(CeleryControlView):
     target_fields = ("key",)
     refusals = KEY_REFUSALS
 
-    def perform(self, request: Request, data: dict, backend: CeleryBackend) -> RecurringTask:
+    def perform(self, request: Request, data: dict, backend: Broker) -> RecurringTask:
         return set_enabled(data["key"], data["enabled"])
 
     def target(self, values: Mapping) -> str:

@@ -1,5 +1,5 @@
 """The dashboard's processes (staff, read only): workers with their pool children, and beat, from
-the heartbeats in the database. Thin: dojo.celery_ops.processes does the work. The broker is
+the heartbeats in the database. Thin: dojo.ops.fleet.processes does the work. The broker is
 not involved, so a broker that is down does not change this answer."""
 
 from django.utils import timezone
@@ -10,9 +10,9 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from dojo.api_v2.backends import BACKEND_PARAMETER, requested_backend
-from dojo.api_v2.permissions import IsStaff
 from dojo.api_v2.serializers import ErrorSerializer
-from dojo.celery_ops.processes import STALE_AFTER_SECONDS, list_processes
+from dojo.ops.fleet.processes import STALE_AFTER_SECONDS, list_processes
+from dojo.permissions import IsStaff
 
 
 class ProcessRowSerializer(serializers.Serializer):

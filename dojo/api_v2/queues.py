@@ -1,5 +1,5 @@
 """The dashboard's queues table and a queue's break down (staff, read only). Thin: the service
-(dojo.celery_ops.queue_table, .breakdown) does the work; these views map its errors to HTTP."""
+(dojo.ops.read_models.queue_table, .breakdown) does the work; these views map its errors to HTTP."""
 
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers, status
@@ -9,11 +9,11 @@ from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
 from dojo.api_v2.backends import BACKEND_PARAMETER, BackendField, requested_backend
-from dojo.api_v2.permissions import IsStaff
 from dojo.api_v2.serializers import ErrorSerializer
-from dojo.celery_ops.breakdown import FIRST_DEFAULT, BreakdownUnsupported, UnknownQueue, breakdown
-from dojo.celery_ops.connection import BrokerUnavailable
-from dojo.celery_ops.queue_table import queue_table
+from dojo.ops.brokers.connection import BrokerUnavailable
+from dojo.ops.read_models.breakdown import FIRST_DEFAULT, BreakdownUnsupported, UnknownQueue, breakdown
+from dojo.ops.read_models.queue_table import queue_table
+from dojo.permissions import IsStaff
 
 FIRST_MAX = 1000
 NOT_STAFF = OpenApiResponse(ErrorSerializer, description="Not authenticated, or not a staff user.")

@@ -1,4 +1,4 @@
-"""The dashboard's concurrency limits (staff, read only). Thin: dojo.celery_ops.semaphores does the work."""
+"""The dashboard's concurrency limits (staff, read only). Thin: dojo.ops.limits.semaphores does the work."""
 
 from django.utils import timezone
 from drf_spectacular.utils import OpenApiResponse, extend_schema
@@ -8,10 +8,10 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from dojo.api_v2.backends import BACKEND_PARAMETER, requested_backend
-from dojo.api_v2.permissions import IsStaff
 from dojo.api_v2.serializers import ErrorSerializer
-from dojo.celery_ops.connection import BrokerUnavailable
-from dojo.celery_ops.semaphores import list_semaphores
+from dojo.ops.brokers.connection import BrokerUnavailable
+from dojo.ops.limits.semaphores import list_semaphores
+from dojo.permissions import IsStaff
 
 
 class SemaphoreSerializer(serializers.Serializer):

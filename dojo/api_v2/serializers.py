@@ -1,7 +1,7 @@
 from rest_framework import serializers
 
 from dojo.api_v2.backends import BackendField
-from dojo.celery_ops import configured_queues
+from dojo.ops.brokers.queues import configured_queues
 
 
 class TaskSummarySerializer(serializers.Serializer):

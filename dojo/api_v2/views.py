@@ -24,9 +24,9 @@ from dojo.api_v2.serializers import (
     TaskSearchQuerySerializer,
     TaskSearchSerializer,
 )
-from dojo.celery_ops import get_status
-from dojo.celery_ops.history import snapshots_since
-from dojo.celery_ops.tasks import TaskQuery, find_tasks
+from dojo.ops.fleet.status_cache import get_status
+from dojo.ops.observe.history import snapshots_since
+from dojo.ops.read_models.task_search import TaskQuery, find_tasks
 
 DENIED = OpenApiResponse(ErrorSerializer, description="Not authenticated, or not a superuser.")
 

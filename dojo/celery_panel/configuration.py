@@ -1,13 +1,9 @@
 """The Celery configuration for the panel's Configuration page, grouped and with every secret masked.
 
 Values are read from Django's CELERY_* settings when called (Celery's own default where a
-setting is absent). Masking rule: a key is secret when one of its words (split on
-non-letters and camelCase) is a secret word (password, secret, token, credential, ...),
-or its last word is "key" (api_key, access_key) except a routing/binding key. Every
-string that looks like a URL has its password masked (mask_url), at any depth.
+setting is absent), and masked by dojo.ops.redaction.mask (the project's one rule for secrets).
 """
 
-import re
 from dataclasses import dataclass
 from pprint import pformat
 from typing import Any
@@ -15,13 +11,7 @@ from typing import Any
 from celery.app.defaults import DEFAULTS
 from django.conf import settings
 
-from dojo.celery_ops import mask_url
-from dojo.celery_ops.connection import MASK
-
-SECRET_WORDS = frozenset(
-    {"password", "passwd", "pwd", "pass", "passphrase", "secret", "token", "credential", "credentials", "apikey"}
-)
-HARMLESS_KEY_WORDS = frozenset({"routing", "binding"})  # routing_key, binding_key: part of the topology
+from dojo.ops.redaction import mask
 
 GROUPS: dict[str, list[str]] = {
     "Broker": [
@@ -97,31 +87,6 @@ class Setting:
     name: str  # Celery's name (broker_url) or the Django setting's
     value: str  # masked, pretty-printed
     is_default: bool = False
-
-
-def _words(key: str) -> list[str]:
-    return re.findall(r"[a-z0-9]+", re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", key).lower())
-
-
-def is_secret_key(key: str) -> bool:
-    """True for keys that name a secret: see the module docstring for the rule."""
-    words = _words(key)
-    if SECRET_WORDS.intersection(words):
-        return True
-    return bool(words) and words[-1] == "key" and not (len(words) > 1 and words[-2] in HARMLESS_KEY_WORDS)
-
-
-def mask(value: Any, key: str = "") -> Any:
-    """`value` with secrets masked at any depth: values under secret keys, and URL passwords."""
-    if key and is_secret_key(key) and value not in (None, "", {}, []):
-        return MASK
-    if isinstance(value, dict):
-        return {k: mask(v, str(k)) for k, v in value.items()}
-    if isinstance(value, list | tuple | set | frozenset):
-        return [mask(item) for item in value]
-    if isinstance(value, str) and "://" in value:
-        return mask_url(value)
-    return value
 
 
 def _show(value: Any) -> str:

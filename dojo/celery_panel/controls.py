@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from celery import states
 from django.http import HttpRequest
 
-from dojo.api_v2.permissions import controls_enabled
-from dojo.celery_ops.retry import RETRYABLE_STATES
 from dojo.models import SystemSettings
+from dojo.ops.controls.retry import RETRYABLE_STATES
+from dojo.permissions import controls_enabled
 
 # The states a task has not started in (yet, or again): revoking it keeps it from running.
 # SCHEDULED is the live tasks backend's name for an ETA task a worker holds.

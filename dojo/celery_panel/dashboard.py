@@ -1,7 +1,7 @@
 """The operator dashboard (/admin/celery/dashboard/): queue pressure, processes, recurring tasks,
 concurrency limits and the controls, for the backend chosen with ?backend=.
 
-A thin view: the rows come from dojo.celery_ops (queue_table, processes, recurring, semaphores);
+A thin view: the rows come from dojo.ops (queue_table, processes, recurring, semaphores);
 this module only picks the backend, sorts the tables (dojo.celery_panel.sorting), sums the cards
 and says which controls the user may see. The buttons call the REST API (celery_controls.js).
 """
@@ -15,19 +15,20 @@ from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import render
 from django.urls import reverse
 
-from dojo.api_v2.permissions import controls_enabled
-from dojo.celery_ops import get_status, mask_url
-from dojo.celery_ops.backends import CeleryBackend, UnknownBackend, celery_backends, get_backend
-from dojo.celery_ops.connection import BrokerUnavailable
-from dojo.celery_ops.processes import STALE_AFTER_SECONDS, ProcessRow, list_processes
-from dojo.celery_ops.queue_table import QueueTable, queue_table
-from dojo.celery_ops.queues import default_queue
-from dojo.celery_ops.recurring import recurring_tasks
-from dojo.celery_ops.semaphores import list_semaphores
-from dojo.celery_ops.status import CeleryStatus
 from dojo.celery_panel.controls import user_controls
 from dojo.celery_panel.overview import task_activity
 from dojo.celery_panel.sorting import Column, SortedTable, sort_table
+from dojo.ops.brokers.connection import BrokerUnavailable
+from dojo.ops.brokers.queues import default_queue
+from dojo.ops.brokers.registry import Broker, UnknownBroker, configured_brokers, get_broker
+from dojo.ops.fleet.processes import STALE_AFTER_SECONDS, ProcessRow, list_processes
+from dojo.ops.fleet.status import CeleryStatus
+from dojo.ops.fleet.status_cache import get_status
+from dojo.ops.limits.semaphores import list_semaphores
+from dojo.ops.read_models.queue_table import QueueTable, queue_table
+from dojo.ops.read_models.recurring import recurring_tasks
+from dojo.ops.redaction import mask_url
+from dojo.permissions import controls_enabled
 
 QUEUE_COLUMNS = [
     Column("Queue", "name"),
@@ -105,7 +106,7 @@ def _sorted(request: HttpRequest, name: str, rows: list, columns: list[Column]) 
     return sort_table(rows, columns, request.GET, SORT_PARAMS[name], name)
 
 
-def _semaphores(request: HttpRequest, backend: CeleryBackend) -> Section:
+def _semaphores(request: HttpRequest, backend: Broker) -> Section:
     """The semaphores table; the reason instead when their store (the broker's Redis) did not answer."""
     try:
         return Section(_sorted(request, "semaphores", list_semaphores(backend), SEMAPHORE_COLUMNS))
@@ -185,7 +186,7 @@ def summary_cards(
     ]
 
 
-def backend_facts(backend: CeleryBackend, table: QueueTable, status: CeleryStatus) -> list[Fact]:
+def backend_facts(backend: Broker, table: QueueTable, status: CeleryStatus) -> list[Fact]:
     return [
         Fact("Broker", mask_url(backend.broker_url)),
         Fact("Result backend", mask_url(settings.CELERY_RESULT_BACKEND or "") or "-"),
@@ -197,8 +198,8 @@ def backend_facts(backend: CeleryBackend, table: QueueTable, status: CeleryStatu
 
 def dashboard(request: HttpRequest) -> HttpResponse:
     try:
-        backend = get_backend(request.GET.get("backend"))
-    except UnknownBackend as exc:
+        backend = get_broker(request.GET.get("backend"))
+    except UnknownBroker as exc:
         return HttpResponseBadRequest(f"backend: {exc}", content_type="text/plain")
     status = get_status(backend=backend)
     table = queue_table(backend)
@@ -211,7 +212,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         "data_source": "the queues table (broker read now, workers from the cached status), heartbeats, "
         "the beat schedule and django-celery-beat, concurrency limits, django-celery-results",
         "backend": backend,
-        "backends": list(celery_backends()),
+        "backends": list(configured_brokers()),
         "backend_facts": backend_facts(backend, table, status),
         "summary_cards": summary_cards(request, table, status, processes),
         "broker_error": table.broker_error,

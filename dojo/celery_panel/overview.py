@@ -11,7 +11,7 @@ from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import Cast
 from django.utils import timezone
 
-from dojo.celery_ops.backends import DEFAULT_ALIAS
+from dojo.ops.brokers.registry import DEFAULT_ALIAS
 
 logger = logging.getLogger(__name__)
 

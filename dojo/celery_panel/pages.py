@@ -7,6 +7,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+# A periodic entry is the service layer's own row (static or database); custom backends build it too.
+from dojo.ops.read_models.recurring import PeriodicEntry as PeriodicTaskRow
+
 
 @dataclass(frozen=True)
 class FilterChoice:
@@ -120,20 +123,6 @@ class QueueListPage:
 class QueueDetailPage:
     queue: QueueRow | None
     error: str | None = None
-
-
-@dataclass(frozen=True)
-class PeriodicTaskRow:
-    name: str
-    task: str
-    schedule: str  # in words
-    source: str  # "static" (CELERY_BEAT_SCHEDULE) or "database" (django-celery-beat)
-    enabled: bool = True
-    last_run: datetime | None = None
-    next_run: datetime | None = None
-    queue: str | None = None
-    args: Any = None
-    kwargs: Any = None
 
 
 @dataclass(frozen=True)

@@ -12,14 +12,14 @@ from django.contrib import admin
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
 
-from dojo.celery_ops import get_status
-from dojo.celery_ops.backends import DEFAULT_ALIAS
-from dojo.celery_ops.registry import seen_workers
 from dojo.celery_panel.backends.workers import offline_row, worker_row
 from dojo.celery_panel.conf import backend, panel_settings
 from dojo.celery_panel.configuration import celery_settings
 from dojo.celery_panel.controls import task_controls
 from dojo.celery_panel.overview import ACTIVITY_WINDOW, task_activity
+from dojo.ops.brokers.registry import DEFAULT_ALIAS
+from dojo.ops.fleet.seen_workers import seen_workers
+from dojo.ops.fleet.status_cache import get_status
 
 
 def _render(request: HttpRequest, template: str, title: str, kind: str | None, **context) -> HttpResponse:

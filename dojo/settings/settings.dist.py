@@ -151,7 +151,7 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.TokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
-    "DEFAULT_PERMISSION_CLASSES": ["dojo.api_v2.permissions.IsSuperUser"],
+    "DEFAULT_PERMISSION_CLASSES": ["dojo.permissions.IsSuperUser"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_THROTTLE_RATES": {"celery": env("DD_CELERY_API_THROTTLE_RATE")},
@@ -169,7 +169,7 @@ SPECTACULAR_SETTINGS = {
 }
 
 # --- Celery --------------------------------------------------------------
-# Read by dojo/celery.py (namespace CELERY_) and, at call time, by dojo/celery_ops.
+# Read by dojo/celery.py (namespace CELERY_) and, at call time, by dojo/ops.
 CELERY_ENABLED = env("DD_CELERY_ENABLED")
 CELERY_BROKER_URL = env("DD_CELERY_BROKER_URL")
 CELERY_BROKER_TRANSPORT_OPTIONS = json.loads(env("DD_CELERY_BROKER_TRANSPORT_OPTIONS"))

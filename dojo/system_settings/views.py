@@ -10,8 +10,9 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views import View
 
-from dojo.celery_ops import configured_queues
 from dojo.models import SystemSettings
+from dojo.ops.brokers.queues import configured_queues
+from dojo.ops.durations import UNITS
 from dojo.system_settings.forms import SystemSettingsForm
 
 
@@ -38,5 +39,5 @@ class SystemSettingsView(SuperuserRequiredMixin, View):
         return self._render(request, form, status=400)
 
     def _render(self, request: HttpRequest, form: SystemSettingsForm, status: int = 200) -> HttpResponse:
-        context = {"form": form, "celery_queue": configured_queues()[0]}
+        context = {"form": form, "celery_queue": configured_queues()[0], "duration_units": UNITS}
         return render(request, self.template_name, context, status=status)

@@ -5,11 +5,12 @@ from typing import ClassVar
 from django.conf import settings
 from kombu import Queue
 
-from dojo.celery_ops import BrokerUnavailable, broker_connection, configured_queues, get_status
-from dojo.celery_ops.queues import read_queue
-from dojo.celery_ops.status import CeleryStatus
 from dojo.celery_panel.backends.base import QueuesBackend
 from dojo.celery_panel.pages import QueueDetailPage, QueueListPage, QueueRow
+from dojo.ops.brokers.connection import BrokerUnavailable, broker_connection
+from dojo.ops.brokers.queues import configured_queues, read_queue
+from dojo.ops.fleet.status import CeleryStatus
+from dojo.ops.fleet.status_cache import get_status
 
 
 class InspectQueuesBackend(QueuesBackend):

@@ -1,6 +1,5 @@
 """Tasks backends: stored results (django-celery-results) and live tasks (the workers' own lists)."""
 
-import ast
 import json
 import re
 from datetime import UTC, datetime
@@ -12,6 +11,8 @@ from django.db.models import QuerySet
 
 from dojo.celery_panel.backends.base import TasksBackend
 from dojo.celery_panel.pages import TaskDetailPage, TaskListPage, TaskRow
+from dojo.ops.fleet.status_cache import get_status
+from dojo.ops.literals import literal_or_text
 
 # Never count more matching rows than this for one page: past it the page says "10,000+".
 COUNT_CAP = 10_000
@@ -40,18 +41,8 @@ def decode_stored(value: str | None) -> Any:
     except ValueError:
         return value
     if isinstance(decoded, str) and decoded[:1] in "([{":
-        return literal(decoded)  # result_extended stores argsrepr/kwargsrepr: Python repr text, JSON-encoded
+        return literal_or_text(decoded)  # result_extended stores argsrepr/kwargsrepr: Python repr text, JSON-encoded
     return decoded
-
-
-def literal(value: Any) -> Any:
-    """A worker's argsrepr/kwargsrepr text as a value when it is a literal; other values unchanged."""
-    if isinstance(value, str):
-        try:
-            return ast.literal_eval(value)
-        except (ValueError, SyntaxError, MemoryError, RecursionError):
-            return value
-    return value
 
 
 def pretty(value: Any) -> str:
@@ -202,8 +193,6 @@ class InspectTasksBackend(TasksBackend):
     ]
 
     def _live(self) -> tuple[list[tuple[str, TaskRow, dict]], str | None]:
-        from dojo.celery_ops import get_status
-
         status = get_status()
         live = []
         for kind in LIVE_KINDS:
@@ -220,8 +209,8 @@ class InspectTasksBackend(TasksBackend):
             id=info.get("id") or "",
             name=info.get("name"),
             state={"active": "STARTED", "reserved": "RECEIVED", "scheduled": "SCHEDULED"}[kind],
-            args=literal(info.get("args")),
-            kwargs=literal(info.get("kwargs")),
+            args=literal_or_text(info.get("args")),
+            kwargs=literal_or_text(info.get("kwargs")),
             # time_start is epoch seconds on current Celery; anything else is not a date.
             date_started=datetime.fromtimestamp(started, UTC) if isinstance(started, int | float) else None,
             date_received=datetime.fromisoformat(eta) if isinstance(eta, str) else None,

@@ -5,12 +5,13 @@ from typing import ClassVar
 
 from django.conf import settings
 
-from dojo.celery_ops import get_status, mask_url
-from dojo.celery_ops.registry import seen_workers
-from dojo.celery_ops.status import CeleryStatus
 from dojo.celery_panel.backends.base import WorkersBackend
 from dojo.celery_panel.pages import WorkerDetailPage, WorkerListPage, WorkerRow
 from dojo.models import CeleryWorkerSeen
+from dojo.ops.fleet.seen_workers import seen_workers
+from dojo.ops.fleet.status import CeleryStatus
+from dojo.ops.fleet.status_cache import get_status
+from dojo.ops.redaction import mask_url
 
 
 def _pool_name(implementation: str | None) -> str | None:

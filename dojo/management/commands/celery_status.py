@@ -6,22 +6,10 @@ from rest_framework.renderers import JSONRenderer
 
 from dojo.api_v2.serializers import CeleryStatusSerializer
 from dojo.api_v2.views import CELERY_DISABLED
-from dojo.celery_ops import CeleryStatus, get_status
-from dojo.celery_ops.readiness import Readiness, readiness
-
-UNITS = (("day", 86400), ("hour", 3600), ("minute", 60), ("second", 1))
-
-
-def duration(seconds: int | None) -> str:
-    """`seconds` in words ("12 hours", "1 hour 30 minutes"); "off" for no limit."""
-    if not seconds:
-        return "off"
-    parts = []
-    for unit, size in UNITS:
-        count, seconds = divmod(seconds, size)
-        if count:
-            parts.append(f"{count} {unit}{'' if count == 1 else 's'}")
-    return " ".join(parts)
+from dojo.ops.durations import duration_words
+from dojo.ops.fleet.status import CeleryStatus
+from dojo.ops.fleet.status_cache import get_status
+from dojo.ops.observe.readiness import Readiness, readiness
 
 
 def table(rows: list[list[str]], indent: str = "  ") -> list[str]:
@@ -94,9 +82,9 @@ class Command(BaseCommand):
         lines.append(f"Alerts: {len(status.alerts) or 'none'}")
         lines += [f"  {alert.severity.upper()}: {alert.message}" for alert in status.alerts]
         lines.append(
-            f"Task limits: time limit {duration(status.task_time_limit)}, "
-            f"soft time limit {duration(status.task_soft_time_limit)}, "
-            f"default expiry {duration(status.task_default_expires)}"
+            f"Task limits: time limit {duration_words(status.task_time_limit)}, "
+            f"soft time limit {duration_words(status.task_soft_time_limit)}, "
+            f"default expiry {duration_words(status.task_default_expires)}"
         )
         read_at = datetime.fromtimestamp(status.read_at, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
         lines.append(f"Read at: {read_at}")

@@ -25,7 +25,8 @@
   var HISTORY_EVERY_MS = 60000;  // auto refresh reloads the chart at most this often
   var REQUEST_TIMEOUT_MS = 30000;
   var ARGS_MAX = 80;
-  var UNITS = [["day", 86400], ["hour", 3600], ["minute", 60], ["second", 1]];
+  // [name, seconds] pairs from dojo.ops.durations.UNITS, put on the page by the view.
+  var UNITS = JSON.parse(document.getElementById("duration-units").textContent);
 
   var loading = false;
   var pendingFresh = null;  // null: nothing queued; else whether the queued status read must be fresh

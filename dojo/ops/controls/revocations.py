@@ -1,0 +1,102 @@
+"""Revoke a queued task, terminate a running one.
+
+A revoke reaches only the workers live at the time, and each keeps its revoked ids in memory:
+the revocation is therefore stored too, and a worker that starts later loads the recent ones
+(dojo/worker/startup.py). Recent means within DD_CELERY_TASK_DEFAULT_EXPIRES (a message older
+than that has expired anyway), or a day when that is off.
+"""
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.conf import settings
+from django.utils import timezone
+
+from dojo.models import TaskRevocation
+from dojo.ops.brokers.connection import BrokerUnavailable
+from dojo.ops.brokers.registry import Broker, get_broker
+from dojo.ops.fleet.remote_control import broadcast, live_workers
+from dojo.ops.fleet.status_cache import forget_status
+
+DEFAULT_WINDOW_SECONDS = 24 * 3600
+TERMINATE_SIGNALS = ("SIGTERM", "SIGKILL")
+
+
+class TaskNotRunning(LookupError):
+    """No live worker is running the task: there is nothing to terminate."""
+
+
+@dataclass(frozen=True)
+class RevokeResult:
+    backend: str
+    task_id: str
+    terminate: bool
+    signal: str | None
+    workers: list[str]  # the workers that acknowledged the revoke
+
+
+def revocation_window() -> timedelta:
+    return timedelta(seconds=settings.CELERY_TASK_DEFAULT_EXPIRES or DEFAULT_WINDOW_SECONDS)
+
+
+def recent_revocations(backend_alias: str) -> list[str]:
+    """Task ids revoked on `backend_alias` within the revocation window, newest first."""
+    since = timezone.now() - revocation_window()
+    rows = TaskRevocation.objects.filter(backend=backend_alias, revoked_at__gte=since)
+    return list(rows.values_list("task_id", flat=True))
+
+
+def revoke_task(task_id: str, backend: Broker | None = None) -> RevokeResult:
+    """Revoke `task_id` on every worker of `backend` and store the revocation.
+
+    Raises BrokerUnavailable (and stores nothing) when the broker does not answer.
+    """
+    backend = backend or get_broker()
+    live = live_workers(backend)
+    arguments = {"task_id": task_id, "terminate": False, "signal": None}
+    replies = _stored_then_sent(backend, task_id, False, arguments, len(live), None)
+    return RevokeResult(backend.alias, task_id, terminate=False, signal=None, workers=sorted(replies))
+
+
+def terminate_task(task_id: str, signal: str = "SIGTERM", backend: Broker | None = None) -> RevokeResult:
+    """Revoke `task_id` and kill it with `signal` on the live worker running it.
+
+    Raises TaskNotRunning when no live worker is running it, BrokerUnavailable when the broker
+    does not answer.
+    """
+    if signal not in TERMINATE_SIGNALS:
+        raise ValueError(f"signal must be one of {', '.join(TERMINATE_SIGNALS)}")
+    backend = backend or get_broker()
+    running_on = [
+        name
+        for name, reply in live_workers(backend).items()
+        if any(task.get("id") == task_id for task in reply.get("active", []))
+    ]
+    if not running_on:
+        raise TaskNotRunning(f"Task {task_id} is not running on any live worker of backend {backend.alias}.")
+    arguments = {"task_id": task_id, "terminate": True, "signal": signal}
+    replies = _stored_then_sent(backend, task_id, True, arguments, len(running_on), running_on)
+    return RevokeResult(backend.alias, task_id, terminate=True, signal=signal, workers=sorted(replies))
+
+
+def _stored_then_sent(
+    backend: Broker,
+    task_id: str,
+    terminate: bool,
+    arguments: dict,
+    expected_replies: int,
+    destination: list[str] | None,
+) -> dict[str, dict]:
+    """Store the revocation first (a worker starting meanwhile loads it), then broadcast it;
+    a broadcast the broker refused leaves no new row behind."""
+    _row, created = TaskRevocation.objects.update_or_create(
+        backend=backend.alias, task_id=task_id, defaults={"terminate": terminate}
+    )
+    try:
+        replies = broadcast(backend, "revoke", arguments, expected_replies, destination)
+    except BrokerUnavailable:
+        if created:
+            TaskRevocation.objects.filter(backend=backend.alias, task_id=task_id).delete()
+        raise
+    forget_status(backend)
+    return replies

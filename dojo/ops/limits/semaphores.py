@@ -1,0 +1,279 @@
+"""Concurrency limits ("semaphores"): at most `limit` runs with the same key hold a slot at once
+across the fleet; a slot is held at most `expires` seconds, so a worker that dies holding one
+cannot keep it forever. The worker side is dojo.worker.concurrency.ConcurrencyLimitedTask.
+
+Where the slots live depends on the backend's broker:
+
+- Redis: on the broker's own Redis (with the transport's `global_keyprefix`), through the bounded
+  connection of `broker_connection()`. Key K is a sorted set ``dojo:semaphore:K`` (member: the
+  holder's task id, score: the epoch its slot expires at); a Lua script drops the expired
+  members and takes a slot atomically, timed by the Redis server's clock so hosts' clocks do
+  not matter. Known keys are the sorted set ``dojo:semaphores`` (score: until when the key is
+  listed, i.e. its last use plus its expiry) and their limits the hash ``dojo:semaphores:limits``.
+- Other brokers (RabbitMQ, filesystem) have no server-side store: the SemaphoreSlot table of
+  this project's database. Each key has one row of its own (holder KEY_ROW) that records its
+  limit and until when it is listed, and is locked with `select_for_update()` inside
+  `transaction.atomic()`, so acquirers of a key are serialized on PostgreSQL and MySQL as well;
+  SQLite's settings use IMMEDIATE transactions, which serialize every writer anyway.
+
+Blocked runs (no free slot, retried later) are SemaphoreWaiter rows in the database whatever
+the broker, so they count as blocked on their queue (`blocked_by_queue`). A waiter whose retry
+is more than WAITER_STALE_AFTER overdue is no longer retrying (revoked, lost) and is not counted.
+"""
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from django.db import IntegrityError, transaction
+from django.db.models import Count, Max, Min
+from django.utils import timezone
+from redis import Redis
+
+from dojo.models import SemaphoreSlot, SemaphoreWaiter
+from dojo.ops.brokers.connection import broker_connection
+from dojo.ops.brokers.registry import Broker, get_broker
+
+WAITER_STALE_AFTER = timedelta(minutes=5)
+KEY_ROW = "(key)"  # SemaphoreSlot.holder of a key's own row; task ids are UUIDs, never this
+
+HOLDERS = "dojo:semaphore:{key}"
+KNOWN_KEYS = "dojo:semaphores"
+LIMITS = "dojo:semaphores:limits"
+
+# KEYS: holders, known keys, limits. ARGV: key, holder, limit, expires (seconds). Returns 1 if acquired.
+ACQUIRE_SCRIPT = """
+local time = redis.call('TIME')
+local now = tonumber(time[1]) + tonumber(time[2]) / 1000000
+local expires_at = now + tonumber(ARGV[4])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+local acquired = 0
+if redis.call('ZSCORE', KEYS[1], ARGV[2]) or redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[3]) then
+  redis.call('ZADD', KEYS[1], expires_at, ARGV[2])
+  acquired = 1
+end
+local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
+if last[2] then
+  redis.call('PEXPIREAT', KEYS[1], math.ceil(tonumber(last[2]) * 1000))
+end
+redis.call('ZADD', KEYS[2], 'GT', expires_at, ARGV[1])
+redis.call('HSET', KEYS[3], ARGV[1], ARGV[3])
+for _, gone in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, 10)) do
+  redis.call('ZREM', KEYS[2], gone)
+  redis.call('HDEL', KEYS[3], gone)
+end
+return acquired
+"""
+
+
+@dataclass
+class SemaphoreState:
+    key: str
+    limit: int
+    available_slots: int
+    blocked_waiters: int
+    expires_at: datetime | None  # when the last held slot expires if never released; None: no slot held
+
+
+@dataclass
+class BlockedQueue:
+    count: int
+    oldest_blocked_at: datetime | None
+
+
+@dataclass(frozen=True)
+class Slot:
+    """One run's claim on a key: `holder` (its task id) may hold one of `limit` slots for `expires` s."""
+
+    backend: Broker
+    key: str
+    holder: str
+    limit: int
+    expires: float
+
+
+# --- Redis store --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _RedisStore:
+    client: Redis  # a plain client on the broker connection's bounded pool; keys are prefixed here
+    prefix: str
+
+    def name(self, template: str, key: str = "") -> str:
+        return self.prefix + template.format(key=key)
+
+    def now(self) -> float:
+        seconds, microseconds = self.client.time()
+        return seconds + microseconds / 1_000_000
+
+
+@contextmanager
+def _redis_store(backend: Broker) -> Iterator[_RedisStore]:
+    """The backend's Redis; any failure is BrokerUnavailable (from `broker_connection`)."""
+    with broker_connection(backend=backend) as conn:
+        pool = conn.default_channel.client.connection_pool
+        yield _RedisStore(Redis(connection_pool=pool), backend.transport_options.get("global_keyprefix", ""))
+
+
+def _redis_acquire(slot: Slot) -> bool:
+    with _redis_store(slot.backend) as store:
+        script = store.client.register_script(ACQUIRE_SCRIPT)
+        keys = [store.name(HOLDERS, slot.key), store.name(KNOWN_KEYS), store.name(LIMITS)]
+        return bool(script(keys=keys, args=[slot.key, slot.holder, slot.limit, slot.expires]))
+
+
+def _redis_release(slot: Slot) -> None:
+    with _redis_store(slot.backend) as store:
+        store.client.zrem(store.name(HOLDERS, slot.key), slot.holder)
+
+
+def _redis_held(backend: Broker) -> list[tuple[str, int, int, datetime | None]]:
+    """(key, limit, slots held, last expiry) of every listed key, in two round trips."""
+    with _redis_store(backend) as store:
+        now = store.now()
+        keys = [key.decode() for key in store.client.zrangebyscore(store.name(KNOWN_KEYS), now, "+inf")]
+        if not keys:
+            return []
+        limits = store.client.hmget(store.name(LIMITS), keys)
+        pipe = store.client.pipeline(transaction=False)
+        for key in keys:
+            pipe.zcount(store.name(HOLDERS, key), f"({now}", "+inf")
+            pipe.zrange(store.name(HOLDERS, key), -1, -1, withscores=True)
+        answers = pipe.execute()
+    held = []
+    for index, (key, limit) in enumerate(zip(keys, limits, strict=True)):
+        count, last = answers[2 * index], answers[2 * index + 1]
+        last_expiry = last[0][1] if count and last else None
+        expires_at = datetime.fromtimestamp(last_expiry, UTC) if last_expiry else None
+        held.append((key, int(limit or 0), count, expires_at))
+    return held
+
+
+# --- database store -----------------------------------------------------------------------
+
+
+def _locked_key_row(slot: Slot, listed_until: datetime) -> SemaphoreSlot:
+    """The key's own row, created if needed and locked until the transaction ends."""
+    rows = SemaphoreSlot.objects.filter(backend=slot.backend.alias, key=slot.key, holder=KEY_ROW)
+    for _attempt in range(3):
+        try:
+            with transaction.atomic():  # a savepoint: another acquirer may create it first
+                SemaphoreSlot.objects.get_or_create(
+                    backend=slot.backend.alias,
+                    key=slot.key,
+                    holder=KEY_ROW,
+                    defaults={"limit": slot.limit, "expires_at": listed_until},
+                )
+        except IntegrityError:
+            pass
+        row = rows.select_for_update().first()
+        if row is not None:
+            return row
+    raise IntegrityError(f"Cannot create the row of semaphore key {slot.key!r}.")
+
+
+def _database_acquire(slot: Slot) -> bool:
+    with transaction.atomic():
+        now = timezone.now()
+        expires_at = now + timedelta(seconds=slot.expires)
+        key_row = _locked_key_row(slot, expires_at)
+        slots = SemaphoreSlot.objects.filter(backend=slot.backend.alias, key=slot.key).exclude(holder=KEY_ROW)
+        slots.filter(expires_at__lte=now).delete()
+        acquired = bool(slots.filter(holder=slot.holder).update(expires_at=expires_at, limit=slot.limit))
+        if not acquired and slots.count() < slot.limit:
+            SemaphoreSlot.objects.create(
+                backend=slot.backend.alias, key=slot.key, holder=slot.holder, limit=slot.limit, expires_at=expires_at
+            )
+            acquired = True
+        key_row.limit = slot.limit
+        key_row.expires_at = max(key_row.expires_at, expires_at)
+        key_row.save(update_fields=["limit", "expires_at"])
+    return acquired
+
+
+def _database_release(slot: Slot) -> None:
+    SemaphoreSlot.objects.filter(backend=slot.backend.alias, key=slot.key, holder=slot.holder).delete()
+
+
+def _database_held(backend: Broker) -> list[tuple[str, int, int, datetime | None]]:
+    now = timezone.now()
+    rows = SemaphoreSlot.objects.filter(backend=backend.alias, expires_at__gt=now)
+    limits = dict(rows.filter(holder=KEY_ROW).values_list("key", "limit"))
+    taken = {
+        row["key"]: (row["count"], row["last"])
+        for row in rows.exclude(holder=KEY_ROW)
+        .filter(key__in=limits)
+        .values("key")
+        .annotate(count=Count("id"), last=Max("expires_at"))
+    }
+    return [(key, limit, *taken.get(key, (0, None))) for key, limit in limits.items()]
+
+
+# --- the service --------------------------------------------------------------------------
+
+
+def acquire_slot(slot: Slot) -> bool:
+    """Take a slot for `slot.holder` (renewing it if it already holds one); False if all are taken.
+
+    Raises BrokerUnavailable (Redis) or DatabaseError (other brokers) when the store fails.
+    """
+    return _redis_acquire(slot) if slot.backend.is_redis else _database_acquire(slot)
+
+
+def release_slot(slot: Slot) -> None:
+    """Give the slot back (nothing happens if it expired or was never taken)."""
+    if slot.backend.is_redis:
+        _redis_release(slot)
+    else:
+        _database_release(slot)
+
+
+def record_waiter(slot: Slot, task_name: str, queue: str, retry_at: datetime) -> None:
+    """Mark the run as blocked on `queue` until `retry_at`; its first blocked_since is kept."""
+    alias = slot.backend.alias
+    SemaphoreWaiter.objects.update_or_create(
+        backend=alias,
+        key=slot.key,
+        task_id=slot.holder,
+        defaults={"task_name": task_name, "queue": queue, "retry_at": retry_at},
+        create_defaults={"task_name": task_name, "queue": queue, "retry_at": retry_at, "blocked_since": timezone.now()},
+    )
+    SemaphoreWaiter.objects.filter(backend=alias, retry_at__lt=timezone.now() - WAITER_STALE_AFTER).delete()
+
+
+def clear_waiter(slot: Slot) -> None:
+    """The run got its slot: it is no longer blocked. Reads first, so the runs that were never
+    blocked (most) do not take the database's write lock."""
+    waiter = SemaphoreWaiter.objects.filter(backend=slot.backend.alias, key=slot.key, task_id=slot.holder)
+    if waiter.exists():
+        waiter.delete()
+
+
+def _live_waiters(backend_alias: str):
+    return SemaphoreWaiter.objects.filter(backend=backend_alias, retry_at__gte=timezone.now() - WAITER_STALE_AFTER)
+
+
+def list_semaphores(backend: Broker | None = None) -> list[SemaphoreState]:
+    """Every key used within its expiry, by key. Raises BrokerUnavailable when Redis does not answer."""
+    backend = backend or get_broker()
+    held = _redis_held(backend) if backend.is_redis else _database_held(backend)
+    waiters = dict(_live_waiters(backend.alias).values("key").annotate(count=Count("id")).values_list("key", "count"))
+    states = [
+        SemaphoreState(
+            key=key,
+            limit=limit,
+            available_slots=max(limit - count, 0),
+            blocked_waiters=waiters.get(key, 0),
+            expires_at=expires_at,
+        )
+        for key, limit, count, expires_at in held
+    ]
+    return sorted(states, key=lambda state: state.key)
+
+
+def blocked_by_queue(backend_alias: str) -> dict[str, BlockedQueue]:
+    """Runs waiting for a slot, by the queue they were delivered from, with the oldest wait's start."""
+    rows = _live_waiters(backend_alias).values("queue").annotate(count=Count("id"), oldest=Min("blocked_since"))
+    return {row["queue"]: BlockedQueue(row["count"], row["oldest"]) for row in rows}

@@ -1,0 +1,64 @@
+"""Alerts computed from the live status and the recorded history."""
+
+from collections.abc import Sequence
+from datetime import timedelta
+from itertools import pairwise
+
+from django.conf import settings
+from django.utils import timezone
+
+from dojo.models import CeleryStatusSnapshot
+from dojo.ops.fleet.status import Alert, CeleryStatus
+
+GROWTH_WINDOW = timedelta(minutes=10)
+# At least this many points, spread over most of the window, before calling growth steady.
+GROWTH_MIN_POINTS = 4
+GROWTH_MIN_SPAN = timedelta(minutes=8)
+
+
+def compute_alerts(status: CeleryStatus, history: Sequence[CeleryStatusSnapshot]) -> list[Alert]:
+    """Alerts for `status`; `history` is the recorded snapshots of the last GROWTH_WINDOW, oldest first."""
+    if not status.broker_status:
+        return [Alert("broker_unreachable", "critical", f"The Celery broker is unreachable: {status.error}")]
+    alerts = []
+    min_workers = settings.CELERY_MIN_WORKERS
+    if status.workers == 0:
+        alerts.append(Alert("no_workers", "critical", "No Celery worker answered."))
+    elif status.workers < min_workers:
+        alerts.append(
+            Alert("too_few_workers", "warning", f"{status.workers} worker(s) answered; at least {min_workers} wanted.")
+        )
+    limit = settings.CELERY_QUEUE_ALERT_LENGTH
+    for name, queue in status.queues.items():
+        if limit and queue.ready is not None and queue.ready > limit:
+            alerts.append(
+                Alert("queue_too_long", "warning", f"Queue {name!r} holds {queue.ready} messages (limit {limit}).")
+            )
+        if _growing_steadily([*(s.queue_lengths.get(name) for s in history), queue.ready], history):
+            alerts.append(
+                Alert("queue_growing", "warning", f"Queue {name!r} has grown steadily over the last 10 minutes.")
+            )
+    for name, stats in status.worker_stats.items():
+        concurrency = (stats.get("pool") or {}).get("max-concurrency")
+        active = len(status.worker_replies[name].get("active", []))
+        if concurrency and active >= concurrency:
+            alerts.append(
+                Alert("worker_saturated", "warning", f"Worker {name} runs {active} of {concurrency} tasks at once.")
+            )
+    return alerts
+
+
+def _growing_steadily(lengths: list[int | None], history: Sequence[CeleryStatusSnapshot]) -> bool:
+    """Never shrank and ended higher, over enough points spanning most of the window."""
+    if len(history) + 1 < GROWTH_MIN_POINTS or None in lengths:
+        return False
+    if timezone.now() - history[0].created_at < GROWTH_MIN_SPAN:
+        return False
+    never_shrank = all(later >= earlier for earlier, later in pairwise(lengths))
+    return never_shrank and lengths[-1] > lengths[0]
+
+
+def recent_history(backend: str = "default") -> list[CeleryStatusSnapshot]:
+    since = timezone.now() - GROWTH_WINDOW
+    rows = CeleryStatusSnapshot.objects.filter(backend=backend, created_at__gte=since)
+    return list(rows.order_by("created_at"))

@@ -1,0 +1,113 @@
+"""Prometheus metrics for the Celery fleet, built on each scrape from the cached status.
+
+A custom collector instead of global gauges: nothing is kept between scrapes, and a
+scrape reads the status through the cache, so however often Prometheus comes the
+broker sees at most one broadcast per DD_CELERY_STATUS_CACHE_SECONDS. Labels are
+bounded: worker, queue and task names and task states, never a task id or argument.
+"""
+
+from collections.abc import Iterator
+
+from django.conf import settings
+from django.db.models import Count
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from dojo.ops.brokers.registry import Broker
+from dojo.ops.fleet.status import CeleryStatus
+from dojo.ops.fleet.status_cache import get_status
+
+PREFIX = "dojo_celery_"
+
+
+def _gauge(
+    name: str, documentation: str, value: float | None = None, labels: list[str] | None = None
+) -> GaugeMetricFamily:
+    return GaugeMetricFamily(PREFIX + name, documentation, value=value, labels=labels)
+
+
+class CeleryCollector(Collector):
+    """Metric families from get_status() of one backend and, with django-celery-results, the stored results."""
+
+    def __init__(self, backend: Broker | None = None) -> None:
+        self.backend = backend
+
+    def collect(self) -> Iterator[Metric]:
+        enabled = bool(settings.CELERY_ENABLED)
+        yield _gauge("enabled", "1 when the Celery integration is on (DD_CELERY_ENABLED), else 0.", int(enabled))
+        if not enabled:
+            return
+        yield from status_metrics(get_status(backend=self.backend))
+        if settings.CELERY_RESULT_BACKEND == "django-db":
+            yield task_results_metric()
+
+
+def status_metrics(status: CeleryStatus) -> Iterator[Metric]:
+    """The families read from one status document (workers that answered, queues, task totals)."""
+    yield _gauge("broker_connected", "1 when the broker answered within the time bound, else 0.", int(status.connected))
+    yield _gauge("workers_up", "Workers that answered the status broadcast.", status.workers)
+
+    up = _gauge("worker_up", "1 for each worker that answered the status broadcast.", labels=["worker"])
+    active = _gauge("worker_active_tasks", "Tasks running on the worker.", labels=["worker"])
+    concurrency = _gauge(
+        "worker_concurrency", "Tasks the worker's pool can run at once (max-concurrency).", labels=["worker"]
+    )
+    running, stats = status.queue_details["active"], status.worker_stats
+    for worker in status.worker_names:
+        up.add_metric([worker], 1)
+        active.add_metric([worker], len(running.get(worker, [])))
+        max_concurrency = ((stats.get(worker) or {}).get("pool") or {}).get("max-concurrency")
+        if max_concurrency is not None:
+            concurrency.add_metric([worker], max_concurrency)
+    yield from (up, active, concurrency)
+
+    ready = _gauge(
+        "queue_ready_messages",
+        "Ready messages in the queue, priority sub-queues included; prefetched messages are not counted.",
+        labels=["queue"],
+    )
+    consumers = _gauge(
+        "queue_consumers",
+        "Consumers of the queue: the broker's count (AMQP), elsewhere the answering workers consuming it.",
+        labels=["queue"],
+    )
+    for queue, state in sorted(status.queues.items()):
+        if state.ready is not None:
+            ready.add_metric([queue], state.ready)
+        if state.consumers is not None:
+            consumers.add_metric([queue], state.consumers)
+    yield from (ready, consumers)
+
+    yield _gauge("active_tasks", "Tasks running on the answering workers.", status.active_tasks)
+    yield _gauge("reserved_tasks", "Tasks prefetched by the answering workers and not started.", status.reserved_tasks)
+    yield _gauge("scheduled_tasks", "ETA/countdown tasks held by the answering workers.", status.scheduled_tasks)
+    yield _gauge(
+        "status_read_timestamp_seconds",
+        "When the status behind these metrics was read from the broker (Unix time; it may come from the cache).",
+        status.read_at,
+    )
+
+
+def task_results_metric() -> Metric:
+    """Stored django-celery-results rows by state and task name, in one GROUP BY query."""
+    from django_celery_results.models import TaskResult
+
+    family = _gauge(
+        "task_results",
+        "Task results currently stored by django-celery-results, by state and task name "
+        "(a count of kept rows, not a running total: it falls when old results are deleted).",
+        labels=["state", "task"],
+    )
+    # An explicit order replaces the model's (-date_done), which would join the GROUP BY.
+    rows = TaskResult.objects.values("status", "task_name").annotate(count=Count("id")).order_by("task_name", "status")
+    for row in rows:
+        family.add_metric([row["status"] or "", row["task_name"] or ""], row["count"])
+    return family
+
+
+def exposition(backend: Broker | None = None) -> bytes:
+    """The metrics of `backend` (the main one if None) in the Prometheus text format, in a fresh registry."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(CeleryCollector(backend))
+    return generate_latest(registry)

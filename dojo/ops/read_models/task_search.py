@@ -1,0 +1,97 @@
+"""Task search across the live tasks (active, reserved, scheduled on the workers) and the stored results."""
+
+import json
+import time
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.db.models import Q
+
+from dojo.ops.fleet.status import TASK_LISTS, CeleryStatus
+
+LIVE_STATES = {"active": "ACTIVE", "reserved": "RESERVED", "scheduled": "SCHEDULED"}
+
+
+@dataclass(frozen=True)
+class TaskQuery:
+    name: str = ""  # part of the task name
+    state: str = ""  # a Celery state (SUCCESS, FAILURE, ...) or ACTIVE, RESERVED, SCHEDULED
+    worker: str = ""  # the worker's full name
+    arg: str = ""  # text found in the arguments
+    limit: int = 100
+
+
+def find_tasks(status: CeleryStatus, query: TaskQuery) -> list[dict]:
+    """Live tasks first (longest running first), then stored results (newest first)."""
+    live = sorted(_live_tasks(status, query), key=lambda task: task["time_start"] or float("inf"))
+    return (live + _stored_tasks(query, query.limit - len(live)))[: query.limit]
+
+
+def _matches_args(query: TaskQuery, args: object, kwargs: object) -> bool:
+    return not query.arg or query.arg in json.dumps([args, kwargs], default=str)
+
+
+def _live_tasks(status: CeleryStatus, query: TaskQuery) -> list[dict]:
+    now = time.time()
+    found = []
+    for kind in TASK_LISTS:
+        if query.state and query.state != LIVE_STATES[kind]:
+            continue
+        for worker, tasks in status.queue_details[kind].items():
+            if query.worker and worker != query.worker:
+                continue
+            for task in tasks:
+                if query.name.lower() not in (task.get("name") or "").lower():
+                    continue
+                if not _matches_args(query, task.get("args"), task.get("kwargs")):
+                    continue
+                started = task.get("time_start")
+                found.append(
+                    {
+                        "id": task["id"],
+                        "name": task.get("name"),
+                        "state": LIVE_STATES[kind],
+                        "source": "live",
+                        "worker": worker,
+                        "args": task.get("args"),
+                        "kwargs": task.get("kwargs"),
+                        "time_start": started,
+                        "runtime": round(now - started, 3) if started else None,
+                        "eta": task.get("eta"),
+                        "date_done": None,
+                    }
+                )
+    return found
+
+
+def _stored_tasks(query: TaskQuery, limit: int) -> list[dict]:
+    """Stored results from django-celery-results (only when it is the result backend)."""
+    if limit <= 0 or settings.CELERY_RESULT_BACKEND != "django-db" or query.state in LIVE_STATES.values():
+        return []
+    from django_celery_results.models import TaskResult
+
+    results = TaskResult.objects.order_by("-date_done")
+    if query.name:
+        results = results.filter(task_name__icontains=query.name)
+    if query.state:
+        results = results.filter(status=query.state)
+    if query.worker:
+        results = results.filter(worker=query.worker)
+    if query.arg:
+        results = results.filter(Q(task_args__contains=query.arg) | Q(task_kwargs__contains=query.arg))
+    return [
+        {
+            "id": row.task_id,
+            "name": row.task_name,
+            "state": row.status,
+            "source": "stored",
+            "worker": row.worker,
+            "args": row.task_args,
+            "kwargs": row.task_kwargs,
+            "time_start": None,
+            "runtime": None,
+            "eta": None,
+            "date_done": row.date_done.isoformat() if row.date_done else None,
+        }
+        for row in results[:limit]
+    ]

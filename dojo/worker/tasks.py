@@ -1,0 +1,96 @@
+"""The project's own Celery tasks."""
+
+import os
+import time
+from pathlib import Path
+
+from celery import shared_task
+from celery.exceptions import SoftTimeLimitExceeded
+from django.conf import settings
+
+from dojo.ops.observe.history import record_snapshot
+from dojo.worker.concurrency import ConcurrencyLimitedTask
+
+
+@shared_task(name="dojo.tasks.add")
+def add(x: int, y: int) -> int:
+    """Add two numbers: the smallest round trip through broker, worker and result backend."""
+    return x + y
+
+
+@shared_task(name="dojo.tasks.sleep")
+def sleep(seconds: float) -> dict:
+    """Sleep for `seconds`; report whether the soft time limit interrupted the sleep.
+
+    Used to check that the configured time limits take effect on a real worker:
+    past the soft limit this returns early, past the hard limit the worker kills it.
+    """
+    started = time.monotonic()
+    try:
+        time.sleep(seconds)
+    except SoftTimeLimitExceeded:
+        return {"slept": round(time.monotonic() - started, 2), "soft_time_limit_exceeded": True}
+    return {"slept": round(time.monotonic() - started, 2), "soft_time_limit_exceeded": False}
+
+
+@shared_task(name="dojo.tasks.prune_broker_files")
+def prune_broker_files(max_age_seconds: int = 600) -> int:
+    """Remove stale control messages left behind by the embedded filesystem broker.
+
+    The filesystem transport never deletes replies nobody read (a ping answered after
+    its caller stopped waiting) nor broadcasts to a worker that is gone, so they pile up.
+    Only pidbox (remote control) messages older than `max_age_seconds` are removed;
+    task messages are never touched. Returns how many files were removed; 0 on other brokers.
+    """
+    if not settings.CELERY_BROKER_URL.startswith("filesystem://"):
+        return 0
+    options = settings.CELERY_BROKER_TRANSPORT_OPTIONS
+    folders = {Path(options["data_folder_in"]), Path(options["data_folder_out"])}
+    cutoff = time.time() - max_age_seconds
+    removed = 0
+    for folder in folders:
+        for path in folder.glob("*.pidbox.msg"):
+            try:
+                if path.stat().st_mtime < cutoff:
+                    path.unlink()
+                    removed += 1
+            except FileNotFoundError:
+                continue  # consumed meanwhile
+    return removed
+
+
+@shared_task(name="dojo.tasks.record_celery_snapshot", ignore_result=True)
+def record_celery_snapshot() -> None:
+    """Record the Celery status for the history and the alerts; drop what is older than the kept days."""
+    record_snapshot()
+
+
+@shared_task(name="dojo.tasks.append_line")
+def append_line(path: str, line: str) -> int:
+    """Append `line` to the file `path`, which must exist: the run fails while it does not.
+
+    The controls' tests use it as a task that fails or succeeds on a condition they control, and
+    whose runs leave a trace (retry runs the original arguments again; a revoked run leaves none).
+    Returns how many lines the file has.
+    """
+    with Path(path).open("r+") as file:  # no create: a missing file is the failure
+        lines = file.read().splitlines()
+        file.write(line + "\n")
+    return len(lines) + 1
+
+
+@shared_task(
+    name="dojo.tasks.limited_sleep",
+    bind=True,
+    base=ConcurrencyLimitedTask,
+    concurrency_limit=2,
+    concurrency_key="limited_sleep:{key}",
+)
+def limited_sleep(self, seconds: float, key: str = "demo") -> dict:
+    """Sleep for `seconds`, at most 2 runs per `key` at once across the fleet (dojo.worker.concurrency).
+
+    Returns when it ran and where, so a test can check that runs never overlapped beyond the limit.
+    """
+    started = time.time()
+    time.sleep(seconds)
+    return {"started": started, "ended": time.time(), "hostname": self.request.hostname, "pid": os.getpid()}
