@@ -76,15 +76,14 @@ def message_template() -> str:
     """A real envelope published by the project's app, as a %-template for new ids, task name,
     priority and publish stamp."""
     from dojo.celery import app
-    from dojo.ops.brokers import redis_lists
+    from dojo.ops.brokers import redis as redis_lists
     from dojo.ops.brokers.connection import broker_connection
     from dojo.publishing import PUBLISHED_AT_HEADER
 
     probe = f"template-{uuid.uuid4().hex}"
     app.send_task("dojo.tasks.add", args=(1, 2), queue=probe)
     with broker_connection() as conn:
-        channel = redis_lists.redis_channel(conn)
-        client = redis_lists.client(channel)
+        client = redis_lists.client(conn)
         raw = client.rpop(probe)
     envelope = json.loads(raw)
     headers, properties = envelope["headers"], envelope["properties"]
@@ -105,15 +104,15 @@ def message_template() -> str:
 
 def fill(queues: list[str], total: int) -> float:
     """Push `total` messages spread evenly over `queues`; returns the seconds it took."""
-    from dojo.ops.brokers import redis_lists
+    from dojo.ops.brokers import redis as redis_lists
     from dojo.ops.brokers.connection import broker_connection
 
     template = message_template()
     started = time.monotonic()
     now = time.time()
     with broker_connection(timeout=60) as conn:
-        channel = redis_lists.redis_channel(conn)
-        client = redis_lists.client(channel)
+        channel = conn.default_channel
+        client = redis_lists.client(conn)
         pipe = client.pipeline(transaction=False)
         pending = 0
 
@@ -150,13 +149,12 @@ def fill(queues: list[str], total: int) -> float:
 
 
 def delete_queues(queues: list[str]) -> None:
-    from dojo.ops.brokers import redis_lists
+    from dojo.ops.brokers import redis as redis_lists
     from dojo.ops.brokers.connection import broker_connection
 
     with broker_connection(timeout=60) as conn:
-        channel = redis_lists.redis_channel(conn)
-        keys = [key for queue in queues for key in redis_lists.priority_lists(channel, queue)]
-        redis_lists.client(channel).delete(*keys)
+        keys = [key for queue in queues for key in redis_lists.priority_lists(conn.default_channel, queue)]
+        redis_lists.client(conn).delete(*keys)
 
 
 def time_calls(name: str, call: Callable[[], tuple[bool, str]], runs: int, warmups: int = 2) -> Series:
@@ -208,11 +206,14 @@ def api_check(queue_count: int) -> Callable[[], tuple[bool, str]]:
 def declare_loop(queues: list[str], total: int) -> Callable[[], tuple[bool, str]]:
     """The obvious alternative: a passive declare per queue (kombu's qsize), counts only."""
     from dojo.ops.brokers.connection import broker_connection
-    from dojo.ops.brokers.queues import read_queue
+    from dojo.ops.brokers.registry import get_broker
+    from dojo.ops.brokers.transport import Transport
+
+    generic = Transport(get_broker())  # the transport interface's plain passive declare, not Redis's pipeline
 
     def call() -> tuple[bool, str]:
         with broker_connection() as conn:
-            ready = sum(read_queue(conn, name)[0] for name in queues)
+            ready = sum(depth.ready for depth in generic.depths(conn, queues).values())
         return (True, "") if ready == total else (False, f"ready {ready}, expected {total}")
 
     return call
@@ -265,12 +266,12 @@ def naive_breakdown(queue: str) -> tuple[int, dict[str, int], int]:
     message; total, counts by task, messages kept."""
     from collections import Counter
 
-    from dojo.ops.brokers import redis_lists
+    from dojo.ops.brokers import redis as redis_lists
     from dojo.ops.brokers.connection import broker_connection
 
     with broker_connection(timeout=60) as conn:
-        channel = redis_lists.redis_channel(conn)
-        client = redis_lists.client(channel)
+        channel = conn.default_channel
+        client = redis_lists.client(conn)
         decoded = [
             json.loads(raw) for key in redis_lists.priority_lists(channel, queue) for raw in client.lrange(key, 0, -1)
         ]

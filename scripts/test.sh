@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Run the whole test suite: installs what it needs on a fresh machine (Debian's redis-server,
 # rabbitmq-server, chromium and docker-compose when missing, the venv with requirements-dev.txt),
-# starts RabbitMQ when it is installed but not running, then lints and runs pytest. Arguments go to pytest.
+# starts RabbitMQ when it is installed but not running, then lints (ruff, the import-linter layer
+# contracts) and runs pytest. Arguments go to pytest.
 set -euo pipefail
 missing=()
 command -v redis-server > /dev/null || missing+=(redis-server)
-command -v rabbitmq-server > /dev/null || missing+=(rabbitmq-server)  # unittests/test_rabbitmq.py
+command -v rabbitmq-server > /dev/null || missing+=(rabbitmq-server)  # unittests/ops/brokers/test_rabbitmq.py
 command -v chromium > /dev/null || missing+=(chromium)
 command -v docker-compose > /dev/null || missing+=(docker-compose)
-command -v jq > /dev/null || missing+=(jq)  # unittests/test_cli.py runs a jq monitoring script
+command -v jq > /dev/null || missing+=(jq)  # unittests/management/test_celery_status_command.py runs a jq monitoring script
 command -v promtool > /dev/null || missing+=(prometheus)  # promtool checks the /metrics exposition
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get > /dev/null; then
@@ -26,4 +27,5 @@ fi
 . "$(dirname "$0")/bootstrap.sh" requirements-dev.txt
 ruff check .
 ruff format --check .
+lint-imports  # the layer contracts of pyproject.toml [tool.importlinter]
 python -m pytest "$@"

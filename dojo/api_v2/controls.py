@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from django.conf import settings
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiResponse, extend_schema_view
 from rest_framework import serializers, status
 from rest_framework.exceptions import ParseError, UnsupportedMediaType, ValidationError
 from rest_framework.request import Request
@@ -28,14 +28,16 @@ from dojo.api_v2.control_serializers import (
     TaskRevokeSerializer,
     TaskTerminateRequestSerializer,
 )
+from dojo.api_v2.schema import control_schema
 from dojo.api_v2.serializers import CeleryQueuePurgeRequestSerializer, CeleryQueuePurgeSerializer, ErrorSerializer
 from dojo.models import SystemSettings
 from dojo.ops.brokers.connection import BrokerUnavailable
-from dojo.ops.brokers.queues import PurgeResult, UnknownQueue, default_queue, purge_queue
+from dojo.ops.brokers.queues import UnknownQueue, default_queue
 from dojo.ops.brokers.registry import Broker, get_broker
+from dojo.ops.brokers.transport import PurgeByNameUnsupported
 from dojo.ops.controls.audit import Result, record_action
 from dojo.ops.controls.pauses import InvalidQueueName, PauseResult, pause_queue, resume_queue
-from dojo.ops.controls.purge_task import PurgeByNameUnsupported, TaskPurgeResult, purge_task_name
+from dojo.ops.controls.purge import PurgeResult, TaskPurgeResult, purge_queue, purge_task_name
 from dojo.ops.controls.retry import NotRetryable, RetryResult, UnknownTask, retry_task
 from dojo.ops.controls.revocations import RevokeResult, TaskNotRunning, revoke_task, terminate_task
 from dojo.permissions import CanControlCelery
@@ -58,6 +60,17 @@ class CeleryControlView(APIView):
     target_fields: tuple[str, ...]
     # Service errors that refuse the request: HTTP status, and the body field named (None: "detail").
     refusals: Mapping[type[Exception], tuple[int, str | None]] = {}
+    summary: str  # the schema's summary of the POST
+    extra_responses: Mapping[int, OpenApiResponse] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Document each control's POST from its own serializers (drf-spectacular)."""
+        super().__init_subclass__(**kwargs)
+        schema = control_schema(cls.summary, cls.request_serializer, cls.response_serializer, cls.extra_responses)
+        extend_schema_view(post=schema)(cls)
+
+    def post(self, request: Request) -> Response:
+        return self.control(request)
 
     def perform(self, request: Request, data: dict, backend: Broker) -> Any:
         raise NotImplementedError
@@ -130,26 +143,6 @@ def _raw_values(request: Request) -> Mapping:
     return data if isinstance(data, Mapping) else {}
 
 
-def control_schema(summary: str, request: type, response: type, extra: dict[int, OpenApiResponse] | None = None) -> Any:
-    return extend_schema(
-        tags=["celery"],
-        summary=summary,
-        request=request,
-        responses={
-            200: response,
-            400: OpenApiResponse(description="Bad input: the body names the field and why; nothing was done."),
-            401: OpenApiResponse(ErrorSerializer, description="Not authenticated."),
-            403: OpenApiResponse(
-                ErrorSerializer,
-                description="Missing the action's permission, read-only mode (DD_CELERY_READ_ONLY), or no CSRF "
-                "token with session authentication.",
-            ),
-            503: OpenApiResponse(ErrorSerializer, description="The broker is unreachable (or Celery is off)."),
-            **(extra or {}),
-        },
-    )
-
-
 class CeleryQueuePauseView(CeleryControlView):
     celery_permission = "pause_queue"
     audit_action = "pause_queue"
@@ -157,6 +150,7 @@ class CeleryQueuePauseView(CeleryControlView):
     response_serializer = QueuePauseSerializer
     target_fields = ("queue",)
     refusals = {InvalidQueueName: (400, "queue")}
+    summary = "Pause a queue: the live workers stop consuming it, and workers starting later skip it"
 
     def perform(self, request: Request, data: dict, backend: Broker) -> PauseResult:
         return pause_queue(data["queue"], backend, request.user)
@@ -167,28 +161,13 @@ class CeleryQueuePauseView(CeleryControlView):
     def detail(self, result: PauseResult) -> str:
         return ", ".join(result.workers)
 
-    @control_schema(
-        "Pause a queue: the live workers stop consuming it, and workers starting later skip it",
-        QueuePauseRequestSerializer,
-        QueuePauseSerializer,
-    )
-    def post(self, request: Request) -> Response:
-        return self.control(request)
-
 
 class CeleryQueueResumeView(CeleryQueuePauseView):
     audit_action = "resume_queue"
+    summary = "Resume a queue: the live workers whose own queue selection includes it consume it again"
 
     def perform(self, request: Request, data: dict, backend: Broker) -> PauseResult:
         return resume_queue(data["queue"], backend, request.user)
-
-    @control_schema(
-        "Resume a queue: the live workers whose own queue selection includes it consume it again",
-        QueuePauseRequestSerializer,
-        QueuePauseSerializer,
-    )
-    def post(self, request: Request) -> Response:
-        return self.control(request)
 
 
 class CeleryQueuePurgeView(CeleryControlView):
@@ -198,6 +177,7 @@ class CeleryQueuePurgeView(CeleryControlView):
     response_serializer = CeleryQueuePurgeSerializer
     target_fields = ("queue",)
     refusals = {UnknownQueue: (400, "queue"), PurgeDisabled: (403, None)}
+    summary = "Remove every ready message from a configured queue"
 
     def target(self, values: Mapping) -> str:
         return super().target(values) or default_queue()
@@ -210,14 +190,6 @@ class CeleryQueuePurgeView(CeleryControlView):
     def counts(self, result: PurgeResult) -> dict[str, int]:
         return {"purged": result.purged}
 
-    @control_schema(
-        "Remove every ready message from a configured queue",
-        CeleryQueuePurgeRequestSerializer,
-        CeleryQueuePurgeSerializer,
-    )
-    def post(self, request: Request) -> Response:
-        return self.control(request)
-
 
 class CeleryQueuePurgeTaskView(CeleryControlView):
     celery_permission = "purge_queue"
@@ -226,20 +198,13 @@ class CeleryQueuePurgeTaskView(CeleryControlView):
     response_serializer = TaskPurgeSerializer
     target_fields = ("queue", "task_name")
     refusals = {UnknownQueue: (400, "queue"), PurgeByNameUnsupported: (400, "backend")}
+    summary = "Remove the ready messages of one task name from a configured queue (Redis only; 400 on other brokers)"
 
     def perform(self, request: Request, data: dict, backend: Broker) -> TaskPurgeResult:
         return purge_task_name(data["queue"], data["task_name"], backend)
 
     def counts(self, result: TaskPurgeResult) -> dict[str, int]:
         return {"purged": result.purged}
-
-    @control_schema(
-        "Remove the ready messages of one task name from a configured queue (Redis only; 400 on other brokers)",
-        TaskPurgeRequestSerializer,
-        TaskPurgeSerializer,
-    )
-    def post(self, request: Request) -> Response:
-        return self.control(request)
 
 
 class CeleryTaskRetryView(CeleryControlView):
@@ -249,22 +214,17 @@ class CeleryTaskRetryView(CeleryControlView):
     response_serializer = TaskRetrySerializer
     target_fields = ("task_id",)
     refusals = {UnknownTask: (404, None), NotRetryable: (400, "task_id")}
+    summary = (
+        "Publish a failed (or revoked) task again with its stored name, arguments and queue; refused when the "
+        "stored arguments are incomplete"
+    )
+    extra_responses = {404: OpenApiResponse(ErrorSerializer, description="No stored result has this task id.")}
 
     def perform(self, request: Request, data: dict, backend: Broker) -> RetryResult:
         return retry_task(data["task_id"], backend)
 
     def detail(self, result: RetryResult) -> str:
         return f"new task {result.task_id} ({result.task_name}) on queue {result.queue}"
-
-    @control_schema(
-        "Publish a failed (or revoked) task again with its stored name, arguments and queue; refused when the "
-        "stored arguments are incomplete",
-        TaskIdRequestSerializer,
-        TaskRetrySerializer,
-        {404: OpenApiResponse(ErrorSerializer, description="No stored result has this task id.")},
-    )
-    def post(self, request: Request) -> Response:
-        return self.control(request)
 
 
 class CeleryTaskRevokeView(CeleryControlView):
@@ -273,20 +233,13 @@ class CeleryTaskRevokeView(CeleryControlView):
     request_serializer = TaskIdRequestSerializer
     response_serializer = TaskRevokeSerializer
     target_fields = ("task_id",)
+    summary = "Revoke a task: workers discard it when it arrives; workers starting later know it too"
 
     def perform(self, request: Request, data: dict, backend: Broker) -> RevokeResult:
         return revoke_task(data["task_id"], backend)
 
     def counts(self, result: RevokeResult) -> dict[str, int]:
         return {"workers": len(result.workers)}
-
-    @control_schema(
-        "Revoke a task: workers discard it when it arrives; workers starting later know it too",
-        TaskIdRequestSerializer,
-        TaskRevokeSerializer,
-    )
-    def post(self, request: Request) -> Response:
-        return self.control(request)
 
 
 class CeleryTaskTerminateView(CeleryControlView):
@@ -296,6 +249,8 @@ class CeleryTaskTerminateView(CeleryControlView):
     response_serializer = TaskRevokeSerializer
     target_fields = ("task_id",)
     refusals = {TaskNotRunning: (404, None)}
+    summary = "Terminate a running task: revoke it and signal its pool process on the worker running it"
+    extra_responses = {404: OpenApiResponse(ErrorSerializer, description="No live worker is running this task.")}
 
     def perform(self, request: Request, data: dict, backend: Broker) -> RevokeResult:
         return terminate_task(data["task_id"], data["signal"], backend)
@@ -305,12 +260,3 @@ class CeleryTaskTerminateView(CeleryControlView):
 
     def detail(self, result: RevokeResult) -> str:
         return f"{result.signal} on {', '.join(result.workers) or 'no worker answered'}"
-
-    @control_schema(
-        "Terminate a running task: revoke it and signal its pool process on the worker running it",
-        TaskTerminateRequestSerializer,
-        TaskRevokeSerializer,
-        {404: OpenApiResponse(ErrorSerializer, description="No live worker is running this task.")},
-    )
-    def post(self, request: Request) -> Response:
-        return self.control(request)

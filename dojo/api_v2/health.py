@@ -40,5 +40,5 @@ class HealthReadyView(APIView):
     )
     def get(self, request: Request) -> Response:
         backend = requested_backend(request)
-        result = readiness(get_status(backend=backend) if settings.CELERY_ENABLED else None)
+        result = readiness(get_status(broker=backend) if settings.CELERY_ENABLED else None)
         return Response(dataclasses.asdict(result), status=200 if result.ready else 503)

@@ -5,10 +5,9 @@ from collections.abc import Mapping
 
 from rest_framework import serializers
 from rest_framework.request import Request
-from rest_framework.response import Response
 
 from dojo.api_v2.backends import BackendField
-from dojo.api_v2.controls import CeleryControlView, control_schema
+from dojo.api_v2.controls import CeleryControlView
 from dojo.ops.brokers.registry import Broker
 from dojo.ops.controls.recurring import (
     RecurringTask,
@@ -61,18 +60,13 @@ class PeriodicTaskRunView(CeleryControlView):
     response_serializer = PeriodicRunSerializer
     target_fields = ("key",)
     refusals = KEY_REFUSALS
+    summary = "Run a recurring task now, with its args, kwargs and queue"
 
     def perform(self, request: Request, data: dict, backend: Broker) -> RunResult:
         return run_now(data["key"], backend)
 
     def detail(self, result: RunResult) -> str:
         return f"task {result.task_id} on queue {result.queue}"
-
-    @control_schema(
-        "Run a recurring task now, with its args, kwargs and queue", PeriodicRunRequestSerializer, PeriodicRunSerializer
-    )
-    def post(self, request: Request) -> Response:
-        return self.control(request)
 
 
 class PeriodicTaskEnabledView(CeleryControlView):
@@ -82,6 +76,7 @@ class PeriodicTaskEnabledView(CeleryControlView):
     response_serializer = RecurringTaskSerializer
     target_fields = ("key",)
     refusals = KEY_REFUSALS
+    summary = "Enable or disable a django-celery-beat entry (beat is told to reload)"
 
     def perform(self, request: Request, data: dict, backend: Broker) -> RecurringTask:
         return set_enabled(data["key"], data["enabled"])
@@ -94,11 +89,3 @@ class PeriodicTaskEnabledView(CeleryControlView):
 
     def counts(self, result: RecurringTask) -> dict[str, int]:
         return {"enabled": int(result.enabled)}
-
-    @control_schema(
-        "Enable or disable a django-celery-beat entry (beat is told to reload)",
-        PeriodicEnabledRequestSerializer,
-        RecurringTaskSerializer,
-    )
-    def post(self, request: Request) -> Response:
-        return self.control(request)

@@ -3,14 +3,13 @@ the heartbeats in the database. Thin: dojo.ops.fleet.processes does the work. Th
 not involved, so a broker that is down does not change this answer."""
 
 from django.utils import timezone
-from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from dojo.api_v2.backends import BACKEND_PARAMETER, requested_backend
-from dojo.api_v2.serializers import ErrorSerializer
+from dojo.api_v2.backends import requested_backend
+from dojo.api_v2.schema import staff_read_schema
 from dojo.ops.fleet.processes import STALE_AFTER_SECONDS, list_processes
 from dojo.permissions import IsStaff
 
@@ -38,16 +37,8 @@ class ProcessListSerializer(serializers.Serializer):
 class CeleryProcessesView(APIView):
     permission_classes = [IsStaff]
 
-    @extend_schema(
-        tags=["celery"],
-        summary="Workers, their pool children and beat, live or stale from their heartbeats",
-        parameters=[BACKEND_PARAMETER],
-        responses={
-            200: ProcessListSerializer,
-            400: OpenApiResponse(description="Unknown backend (the body names the field)."),
-            401: OpenApiResponse(ErrorSerializer, description="Not authenticated."),
-            403: OpenApiResponse(ErrorSerializer, description="Not a staff user."),
-        },
+    @staff_read_schema(
+        "Workers, their pool children and beat, live or stale from their heartbeats", ProcessListSerializer
     )
     def get(self, request: Request) -> Response:
         backend = requested_backend(request)

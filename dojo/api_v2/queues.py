@@ -1,22 +1,23 @@
 """The dashboard's queues table and a queue's break down (staff, read only). Thin: the service
 (dojo.ops.read_models.queue_table, .breakdown) does the work; these views map its errors to HTTP."""
 
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiResponse
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
-from dojo.api_v2.backends import BACKEND_PARAMETER, BackendField, requested_backend
+from dojo.api_v2.backends import BackendField, requested_backend
+from dojo.api_v2.schema import BROKER_DOWN, staff_read_schema
 from dojo.api_v2.serializers import ErrorSerializer
 from dojo.ops.brokers.connection import BrokerUnavailable
-from dojo.ops.read_models.breakdown import FIRST_DEFAULT, BreakdownUnsupported, UnknownQueue, breakdown
+from dojo.ops.brokers.transport import PeekUnsupported
+from dojo.ops.read_models.breakdown import FIRST_DEFAULT, QueueNotFound, breakdown
 from dojo.ops.read_models.queue_table import queue_table
 from dojo.permissions import IsStaff
 
 FIRST_MAX = 1000
-NOT_STAFF = OpenApiResponse(ErrorSerializer, description="Not authenticated, or not a staff user.")
 
 
 class QueueRowSerializer(serializers.Serializer):
@@ -82,16 +83,9 @@ class QueueBreakdownSerializer(serializers.Serializer):
 class CeleryQueuesView(APIView):
     permission_classes = [IsStaff]
 
-    @extend_schema(
-        tags=["celery"],
-        summary="The queues table: ready, claimed, scheduled, blocked, failed, finished, paused, latency per queue",
-        parameters=[BACKEND_PARAMETER],
-        responses={
-            200: QueueTableSerializer,
-            400: OpenApiResponse(ErrorSerializer, description="Unknown backend."),
-            401: NOT_STAFF,
-            403: NOT_STAFF,
-        },
+    @staff_read_schema(
+        "The queues table: ready, claimed, scheduled, blocked, failed, finished, paused, latency per queue",
+        QueueTableSerializer,
     )
     def get(self, request: Request) -> Response:
         # An unreachable broker is not an error here: the table says so in broker_error.
@@ -103,19 +97,16 @@ class CeleryQueueBreakdownView(APIView):
     throttle_classes = [ScopedRateThrottle]  # a scan of the whole queue
     throttle_scope = "celery"
 
-    @extend_schema(
-        tags=["celery"],
-        summary="Break a queue down: counts by task name and the first messages, without consuming them",
+    @staff_read_schema(
+        "Break a queue down: counts by task name and the first messages, without consuming them",
+        QueueBreakdownSerializer,
         parameters=[BreakdownQuerySerializer],
-        responses={
-            200: QueueBreakdownSerializer,
+        extra={
             400: OpenApiResponse(
                 ErrorSerializer, description="A missing or bad parameter, or a broker (RabbitMQ) that cannot do it."
             ),
-            401: NOT_STAFF,
-            403: NOT_STAFF,
             404: OpenApiResponse(ErrorSerializer, description="An empty queue that nothing names (a mistyped name?)."),
-            503: OpenApiResponse(ErrorSerializer, description="The broker is unreachable."),
+            503: BROKER_DOWN,
         },
     )
     def get(self, request: Request) -> Response:
@@ -124,9 +115,9 @@ class CeleryQueueBreakdownView(APIView):
         query = params.validated_data
         try:
             found = breakdown(query["queue"], query.get("backend"), query["first"])
-        except BreakdownUnsupported as exc:
+        except PeekUnsupported as exc:
             return Response({"detail": str(exc)}, status=status.HTTP_400_BAD_REQUEST)
-        except UnknownQueue as exc:
+        except QueueNotFound as exc:
             return Response({"detail": str(exc)}, status=status.HTTP_404_NOT_FOUND)
         except BrokerUnavailable as exc:
             return Response({"detail": f"Celery broker unreachable: {exc}"}, status=status.HTTP_503_SERVICE_UNAVAILABLE)

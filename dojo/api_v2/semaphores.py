@@ -1,13 +1,14 @@
 """The dashboard's concurrency limits (staff, read only). Thin: dojo.ops.limits.semaphores does the work."""
 
 from django.utils import timezone
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiResponse
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from dojo.api_v2.backends import BACKEND_PARAMETER, requested_backend
+from dojo.api_v2.backends import requested_backend
+from dojo.api_v2.schema import staff_read_schema
 from dojo.api_v2.serializers import ErrorSerializer
 from dojo.ops.brokers.connection import BrokerUnavailable
 from dojo.ops.limits.semaphores import list_semaphores
@@ -40,17 +41,10 @@ class SemaphoreListSerializer(serializers.Serializer):
 class CelerySemaphoresView(APIView):
     permission_classes = [IsStaff]
 
-    @extend_schema(
-        tags=["celery"],
-        summary="Concurrency limits: each key's limit, available slots, blocked waiters and expiry",
-        parameters=[BACKEND_PARAMETER],
-        responses={
-            200: SemaphoreListSerializer,
-            400: OpenApiResponse(description="Unknown backend (the body names the field)."),
-            401: OpenApiResponse(ErrorSerializer, description="Not authenticated."),
-            403: OpenApiResponse(ErrorSerializer, description="Not a staff user."),
-            503: OpenApiResponse(ErrorSerializer, description="The broker's Redis (the slots) is unreachable."),
-        },
+    @staff_read_schema(
+        "Concurrency limits: each key's limit, available slots, blocked waiters and expiry",
+        SemaphoreListSerializer,
+        extra={503: OpenApiResponse(ErrorSerializer, description="The broker's Redis (the slots) is unreachable.")},
     )
     def get(self, request: Request) -> Response:
         backend = requested_backend(request)
@@ -60,7 +54,7 @@ class CelerySemaphoresView(APIView):
             return Response({"detail": f"Celery broker unreachable: {exc}"}, status=status.HTTP_503_SERVICE_UNAVAILABLE)
         document = {
             "backend": backend.alias,
-            "store": "redis" if backend.is_redis else "database",
+            "store": backend.transport.slot_store,
             "read_at": timezone.now(),
             "semaphores": states,
         }

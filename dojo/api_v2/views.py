@@ -61,7 +61,7 @@ class CeleryStatusView(APIView):
             return Response(CELERY_DISABLED)
         backend = requested_backend(request)
         refresh = request.query_params.get("refresh", "").lower() in ("1", "true", "yes")
-        return Response(CeleryStatusSerializer(get_status(refresh=refresh, backend=backend)).data)
+        return Response(CeleryStatusSerializer(get_status(refresh=refresh, broker=backend)).data)
 
 
 class CeleryTaskSearchView(APIView):
@@ -82,7 +82,7 @@ class CeleryTaskSearchView(APIView):
         query = dict(params.validated_data)
         refresh = query.pop("refresh")
         backend = query.pop("backend", None)
-        found = find_tasks(get_status(refresh=refresh, backend=backend), TaskQuery(**query))
+        found = find_tasks(get_status(refresh=refresh, broker=backend), TaskQuery(**query))
         return Response(TaskSearchSerializer({"count": len(found), "results": found}).data)
 
 

@@ -9,11 +9,13 @@ from django.http import HttpRequest
 
 from dojo.models import SystemSettings
 from dojo.ops.controls.retry import RETRYABLE_STATES
-from dojo.permissions import controls_enabled
+from dojo.ops.fleet.status import LIVE_STATES
+from dojo.permissions import may_control
 
-# The states a task has not started in (yet, or again): revoking it keeps it from running.
-# SCHEDULED is the live tasks backend's name for an ETA task a worker holds.
-REVOCABLE_STATES = (states.PENDING, states.RECEIVED, "SCHEDULED", states.RETRY)
+# The states a task has not started in (yet, or again): revoking it keeps it from running. Stored
+# results use Celery's states; the live tasks backend the worker's lists (dojo.ops.fleet.status).
+REVOCABLE_STATES = (states.PENDING, states.RECEIVED, states.RETRY, LIVE_STATES["reserved"], LIVE_STATES["scheduled"])
+RUNNING_STATES = (states.STARTED, LIVE_STATES["active"])
 
 
 @dataclass(frozen=True)
@@ -28,7 +30,7 @@ class Controls:
 
 
 def _allowed(request: HttpRequest, codename: str) -> bool:
-    return controls_enabled() and request.user.has_perm(f"dojo.{codename}")
+    return may_control(request.user, codename)
 
 
 def user_controls(request: HttpRequest) -> Controls:
@@ -61,5 +63,5 @@ def task_controls(request: HttpRequest, state: str) -> TaskControls:
     return TaskControls(
         retry=allowed.retry and state in RETRYABLE_STATES,
         revoke=allowed.revoke and state in REVOCABLE_STATES,
-        terminate=allowed.terminate and state == states.STARTED,
+        terminate=allowed.terminate and state in RUNNING_STATES,
     )

@@ -16,7 +16,6 @@ from django.shortcuts import render
 from django.urls import reverse
 
 from dojo.celery_panel.controls import user_controls
-from dojo.celery_panel.overview import task_activity
 from dojo.celery_panel.sorting import Column, SortedTable, sort_table
 from dojo.ops.brokers.connection import BrokerUnavailable
 from dojo.ops.brokers.queues import default_queue
@@ -27,6 +26,7 @@ from dojo.ops.fleet.status_cache import get_status
 from dojo.ops.limits.semaphores import list_semaphores
 from dojo.ops.read_models.queue_table import QueueTable, queue_table
 from dojo.ops.read_models.recurring import recurring_tasks
+from dojo.ops.read_models.stored_results import recent_activity
 from dojo.ops.redaction import mask_url
 from dojo.permissions import controls_enabled
 
@@ -106,10 +106,10 @@ def _sorted(request: HttpRequest, name: str, rows: list, columns: list[Column]) 
     return sort_table(rows, columns, request.GET, SORT_PARAMS[name], name)
 
 
-def _semaphores(request: HttpRequest, backend: Broker) -> Section:
+def _semaphores(request: HttpRequest, broker: Broker) -> Section:
     """The semaphores table; the reason instead when their store (the broker's Redis) did not answer."""
     try:
-        return Section(_sorted(request, "semaphores", list_semaphores(backend), SEMAPHORE_COLUMNS))
+        return Section(_sorted(request, "semaphores", list_semaphores(broker), SEMAPHORE_COLUMNS))
     except BrokerUnavailable as exc:
         return Section(None, str(exc))
 
@@ -132,7 +132,7 @@ def summary_cards(
     workers = [row for row in processes if row.kind == "worker"]
     live = sum(row.is_live for row in workers)
     latencies = [row.latency_seconds for row in table.rows if row.latency_seconds is not None]
-    activity = task_activity(table.backend)
+    activity = recent_activity(table.backend)
     tasks_url = reverse("celery_panel:tasks")
     queues = SORT_PARAMS["queues"]
     return [
@@ -186,9 +186,9 @@ def summary_cards(
     ]
 
 
-def backend_facts(backend: Broker, table: QueueTable, status: CeleryStatus) -> list[Fact]:
+def backend_facts(broker: Broker, table: QueueTable, status: CeleryStatus) -> list[Fact]:
     return [
-        Fact("Broker", mask_url(backend.broker_url)),
+        Fact("Broker", mask_url(broker.broker_url)),
         Fact("Result backend", mask_url(settings.CELERY_RESULT_BACKEND or "") or "-"),
         Fact("Default queue", default_queue()),
         Fact("Queues", str(len(table.rows))),
@@ -198,12 +198,12 @@ def backend_facts(backend: Broker, table: QueueTable, status: CeleryStatus) -> l
 
 def dashboard(request: HttpRequest) -> HttpResponse:
     try:
-        backend = get_broker(request.GET.get("backend"))
+        broker = get_broker(request.GET.get("backend"))
     except UnknownBroker as exc:
         return HttpResponseBadRequest(f"backend: {exc}", content_type="text/plain")
-    status = get_status(backend=backend)
-    table = queue_table(backend)
-    processes = list_processes(backend.alias)
+    status = get_status(broker=broker)
+    table = queue_table(broker)
+    processes = list_processes(broker.alias)
     context = {
         **admin.site.each_context(request),
         "is_nav_sidebar_enabled": False,  # the queues table needs the page's whole width
@@ -211,9 +211,9 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         "backend_name": "Dashboard",
         "data_source": "the queues table (broker read now, workers from the cached status), heartbeats, "
         "the beat schedule and django-celery-beat, concurrency limits, django-celery-results",
-        "backend": backend,
+        "backend": broker,
         "backends": list(configured_brokers()),
-        "backend_facts": backend_facts(backend, table, status),
+        "backend_facts": backend_facts(broker, table, status),
         "summary_cards": summary_cards(request, table, status, processes),
         "broker_error": table.broker_error,
         "results_error": table.results_error,
@@ -221,7 +221,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         "shared_queues": _sorted(request, "shared", table.shared_rows, SHARED_QUEUE_COLUMNS),
         "processes": _sorted(request, "processes", processes, PROCESS_COLUMNS),
         "recurring": _sorted(request, "recurring", recurring_tasks(), RECURRING_COLUMNS),
-        "semaphores": _semaphores(request, backend),
+        "semaphores": _semaphores(request, broker),
         "controls": user_controls(request),
         "read_only": not controls_enabled(),
     }

@@ -6,6 +6,7 @@ API (celery_controls.js).
 """
 
 from datetime import UTC, datetime
+from typing import Any
 
 from django.conf import settings
 from django.contrib import admin
@@ -16,10 +17,10 @@ from dojo.celery_panel.backends.workers import offline_row, worker_row
 from dojo.celery_panel.conf import backend, panel_settings
 from dojo.celery_panel.configuration import celery_settings
 from dojo.celery_panel.controls import task_controls
-from dojo.celery_panel.overview import ACTIVITY_WINDOW, task_activity
 from dojo.ops.brokers.registry import DEFAULT_ALIAS
 from dojo.ops.fleet.seen_workers import seen_workers
 from dojo.ops.fleet.status_cache import get_status
+from dojo.ops.read_models.stored_results import ACTIVITY_WINDOW, recent_activity
 
 
 def _render(request: HttpRequest, template: str, title: str, kind: str | None, **context) -> HttpResponse:
@@ -59,9 +60,7 @@ def tasks(request: HttpRequest) -> HttpResponse:
 
 
 def task_detail(request: HttpRequest, task_id: str) -> HttpResponse:
-    page = backend("tasks").get_task_detail(task_id)
-    if page.task is None:
-        raise Http404(page.error or "Task not found")
+    page = _found(backend("tasks").get_task_detail(task_id), "task")
     return _render(
         request,
         "celery_panel/task_detail.html",
@@ -78,9 +77,7 @@ def workers(request: HttpRequest) -> HttpResponse:
 
 
 def worker_detail(request: HttpRequest, worker_id: str) -> HttpResponse:
-    page = backend("workers").get_worker_detail(worker_id)
-    if page.worker is None:
-        raise Http404(page.error or "Worker not found")
+    page = _found(backend("workers").get_worker_detail(worker_id), "worker")
     return _render(request, "celery_panel/worker_detail.html", worker_id, "workers", page=page)
 
 
@@ -89,10 +86,15 @@ def queues(request: HttpRequest) -> HttpResponse:
 
 
 def queue_detail(request: HttpRequest, queue_name: str) -> HttpResponse:
-    page = backend("queues").get_queue_detail(queue_name)
-    if page.queue is None:
-        raise Http404(page.error or "Queue not found")
+    page = _found(backend("queues").get_queue_detail(queue_name), "queue")
     return _render(request, "celery_panel/queue_detail.html", f"Queue {queue_name}", "queues", page=page)
+
+
+def _found(page: Any, subject: str) -> Any:
+    """A detail page whose `subject` (worker, queue, task) the backend found; else a 404 with its error."""
+    if getattr(page, subject) is None:
+        raise Http404(page.error or f"{subject.capitalize()} not found")
+    return page
 
 
 def periodic_tasks(request: HttpRequest) -> HttpResponse:
@@ -127,7 +129,7 @@ def overview(request: HttpRequest) -> HttpResponse:
         workers=workers,
         online_count=sum(row.online for row in workers),
         offline_count=sum(not row.online for row in workers),
-        activity=task_activity(),
+        activity=recent_activity(),
         activity_window=ACTIVITY_WINDOW,
         periodic=periodic_backend.get_periodic_tasks(),
     )

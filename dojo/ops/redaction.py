@@ -14,7 +14,8 @@ import re
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
-from dojo.ops.brokers.registry import configured_brokers
+from django.conf import settings
+
 from dojo.ops.literals import NotALiteral, parse_literal
 
 MASK = "****"
@@ -91,8 +92,7 @@ def _mask_one(url: str) -> str:
 
 def redact(text: str) -> str:
     """Remove every configured broker's password from `text` (an exception message, say)."""
-    urls = ";".join(broker.broker_url for broker in configured_brokers().values())
-    for part in urls.split(";"):
+    for part in ";".join(_configured_broker_urls()).split(";"):
         try:
             password = urlsplit(part).password
         except ValueError:
@@ -102,6 +102,13 @@ def redact(text: str) -> str:
         for secret in {password, unquote(password)}:
             text = text.replace(secret, MASK)
     return text
+
+
+def _configured_broker_urls() -> list[str]:
+    """Every broker URL of the settings (the registry, dojo.ops.brokers.registry, builds on this
+    module, so it reads them itself)."""
+    extra = settings.CELERY_BACKENDS or {}
+    return [settings.CELERY_BROKER_URL, *(spec["broker_url"] for spec in extra.values())]
 
 
 def args_preview(argsrepr: object, kwargsrepr: object, limit: int = PREVIEW_CHARS) -> str:

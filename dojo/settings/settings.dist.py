@@ -30,8 +30,8 @@ env = environ.Env(
     DD_CELERY_BROKER_URL=(str, "filesystem://localhost/"),
     # Broker transport options as JSON (Redis priority steps, key prefix, ...).
     DD_CELERY_BROKER_TRANSPORT_OPTIONS=(str, "{}"),
-    # More Celery backends the pages and the API can switch to, as JSON {alias: broker URL or
-    # {"broker_url": ..., "transport_options": {...}}}; the main broker above is "default".
+    # More brokers (the name says "backends" for compatibility) the pages and the API can switch to, as JSON
+    # {alias: broker URL or {"broker_url": ..., "transport_options": {...}}}; the main broker above is "default".
     DD_CELERY_BACKENDS=(str, "{}"),
     # Turn every Celery control (purge, pause, retry, revoke, ...) off: 403, and no buttons.
     DD_CELERY_READ_ONLY=(bool, False),
@@ -209,7 +209,7 @@ CELERY_TASK_QUEUES = {name: {"exchange": name, "routing_key": name} for name in 
 # Limits: 0 in the environment means off (None for Celery).
 CELERY_TASK_TIME_LIMIT = env("DD_CELERY_TASK_TIME_LIMIT") or None
 CELERY_TASK_SOFT_TIME_LIMIT = env("DD_CELERY_TASK_SOFT_TIME_LIMIT") or None
-# Not a Celery setting: applied to every published task by dojo.celery.apply_default_expires.
+# Not a Celery setting: applied to every published task by dojo.publishing.apply_default_expires.
 CELERY_TASK_DEFAULT_EXPIRES = env("DD_CELERY_TASK_DEFAULT_EXPIRES") or None
 # Not a Celery setting: the bound on every broker call made by the web process.
 CELERY_BROKER_TIMEOUT = env("DD_CELERY_BROKER_TIMEOUT")

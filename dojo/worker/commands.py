@@ -10,6 +10,7 @@ from celery.worker.control import control_command, inspect_command
 
 from dojo.ops.controls.pauses import RESUME_COMMAND
 from dojo.ops.fleet.status import STATUS_COMMAND
+from dojo.ops.redaction import mask_url
 from dojo.worker.startup import consumes_by_configuration
 
 POOL_FIELDS = ("max-concurrency", "processes", "max-tasks-per-child")
@@ -58,10 +59,11 @@ def dojo_status(state, **kwargs) -> dict:
 
 
 def _consumer(state) -> dict:
-    """Where this worker consumes: its broker URL (password masked here) and each queue's binding."""
+    """Where this worker consumes: its broker URL (secrets masked before it leaves the worker) and
+    each queue's binding."""
     conn = state.consumer.connection
     return {
-        "broker": conn.as_uri(mask="****" if conn.password else ""),  # kombu masks even a missing password
+        "broker": mask_url(conn.as_uri(include_password=True)),
         "queues": [
             {
                 "name": queue["name"],

@@ -54,7 +54,7 @@ class ConcurrencyLimitedTask(Task):
         if not self.concurrency_limit or request.called_directly or request.is_eager:
             return super().__call__(*args, **kwargs)
         slot = Slot(
-            backend=get_broker(broker_alias_of(self.app.conf.broker_url)),
+            broker=get_broker(broker_alias_of(self.app.conf.broker_url)),
             key=self.concurrency_key_for(args, kwargs),
             holder=request.id,
             limit=self.concurrency_limit,

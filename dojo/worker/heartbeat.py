@@ -46,7 +46,7 @@ class Child:
 class Identity:
     """Who writes the heartbeat: the row's unique name, its kind and where it runs."""
 
-    backend: str
+    backend: str  # the broker's alias (DD_CELERY_BACKENDS)
     name: str
     kind: str
     pid: int
@@ -188,8 +188,8 @@ def _start(kind: str, make: Callable[[], Heartbeat]) -> None:
 def on_worker_ready(sender, **_kwargs) -> None:
     """`worker_ready` (sender: the consumer): beat for the worker and its pool children."""
     name = sender.hostname
-    backend = broker_alias_of(sender.app.conf.broker_url)
-    _start("worker", lambda: Heartbeat(identity(backend, name, "worker"), pool_children(name, sender.pool)))
+    alias = broker_alias_of(sender.app.conf.broker_url)
+    _start("worker", lambda: Heartbeat(identity(alias, name, "worker"), pool_children(name, sender.pool)))
 
 
 def on_worker_shutdown(**_kwargs) -> None:
@@ -202,8 +202,8 @@ def on_worker_shutdown(**_kwargs) -> None:
 def on_beat_init(sender, **_kwargs) -> None:
     """`beat_init` (sender: beat's Service): beat's own row, removed when the process exits normally
     (beat has no shutdown signal; its SIGTERM handler raises SystemExit, so atexit runs)."""
-    backend = broker_alias_of(sender.app.conf.broker_url)
-    _start("beat", lambda: Heartbeat(identity(backend, f"celerybeat@{socket.gethostname()}", "beat")))
+    alias = broker_alias_of(sender.app.conf.broker_url)
+    _start("beat", lambda: Heartbeat(identity(alias, f"celerybeat@{socket.gethostname()}", "beat")))
     atexit.register(_stop_beat)  # registering twice is harmless: the second call finds nothing to stop
 
 

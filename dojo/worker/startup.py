@@ -16,8 +16,8 @@ from celery.worker import state as worker_state
 from django.db import Error as DatabaseError
 
 from dojo.ops.brokers.registry import broker_alias_of
-from dojo.ops.controls.pauses import paused_queues
 from dojo.ops.controls.revocations import recent_revocations
+from dojo.ops.fleet.pauses import paused_queues
 
 logger = logging.getLogger(__name__)
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 from celery import shared_task
 from celery.exceptions import SoftTimeLimitExceeded
-from django.conf import settings
 
+from dojo.ops.brokers.registry import get_broker
 from dojo.ops.observe.history import record_snapshot
 from dojo.worker.concurrency import ConcurrencyLimitedTask
 
@@ -35,28 +35,10 @@ def sleep(seconds: float) -> dict:
 
 @shared_task(name="dojo.tasks.prune_broker_files")
 def prune_broker_files(max_age_seconds: int = 600) -> int:
-    """Remove stale control messages left behind by the embedded filesystem broker.
-
-    The filesystem transport never deletes replies nobody read (a ping answered after
-    its caller stopped waiting) nor broadcasts to a worker that is gone, so they pile up.
-    Only pidbox (remote control) messages older than `max_age_seconds` are removed;
-    task messages are never touched. Returns how many files were removed; 0 on other brokers.
-    """
-    if not settings.CELERY_BROKER_URL.startswith("filesystem://"):
-        return 0
-    options = settings.CELERY_BROKER_TRANSPORT_OPTIONS
-    folders = {Path(options["data_folder_in"]), Path(options["data_folder_out"])}
-    cutoff = time.time() - max_age_seconds
-    removed = 0
-    for folder in folders:
-        for path in folder.glob("*.pidbox.msg"):
-            try:
-                if path.stat().st_mtime < cutoff:
-                    path.unlink()
-                    removed += 1
-            except FileNotFoundError:
-                continue  # consumed meanwhile
-    return removed
+    """Remove stale remote-control messages the embedded filesystem broker never cleans up
+    (dojo.ops.brokers.filesystem); task messages are never touched. How many files were removed;
+    0 on other brokers."""
+    return get_broker().transport.prune_control_messages(max_age_seconds)
 
 
 @shared_task(name="dojo.tasks.record_celery_snapshot", ignore_result=True)

@@ -8,7 +8,9 @@ from kombu import Queue
 from dojo.celery_panel.backends.base import QueuesBackend
 from dojo.celery_panel.pages import QueueDetailPage, QueueListPage, QueueRow
 from dojo.ops.brokers.connection import BrokerUnavailable, broker_connection
-from dojo.ops.brokers.queues import configured_queues, read_queue
+from dojo.ops.brokers.queues import configured_queues
+from dojo.ops.brokers.registry import get_broker
+from dojo.ops.fleet.load import worker_loads
 from dojo.ops.fleet.status import CeleryStatus
 from dojo.ops.fleet.status_cache import get_status
 
@@ -21,7 +23,9 @@ class InspectQueuesBackend(QueuesBackend):
 
     def get_queues(self) -> QueueListPage:
         status = get_status()
-        consumed = self._consumed(status)
+        consumed = {
+            name: load.consumed_by for name, load in worker_loads(status.worker_replies).items() if load.consumers
+        }
         rows = [self._configured_row(name, status, consumed.get(name, {})) for name in configured_queues()]
         extra = {name: seen for name, seen in consumed.items() if name not in {row.name for row in rows}}
         ready = self._read_ready(sorted(extra)) if extra and status.broker_status else {}
@@ -70,22 +74,10 @@ class InspectQueuesBackend(QueuesBackend):
         )
 
     @staticmethod
-    def _consumed(status: CeleryStatus) -> dict[str, dict[str, dict]]:
-        """{queue: {worker: binding}} for every queue a worker that answered consumes."""
-        consumed: dict[str, dict[str, dict]] = {}
-        for worker, reply in status.worker_replies.items():
-            bindings = (reply.get("consumer") or {}).get("queues")
-            if bindings is None:  # a worker without the "consumer" key: names only
-                bindings = [{"name": name} for name in reply.get("active_queues", [])]
-            for binding in bindings:
-                consumed.setdefault(binding["name"], {})[worker] = binding
-        return consumed
-
-    @staticmethod
     def _read_ready(names: list[str]) -> dict[str, int]:
         """Ready messages of queues the status did not read (consumed but not configured)."""
         try:
             with broker_connection() as conn:
-                return {name: read_queue(conn, name)[0] for name in names}
+                return {name: depth.ready for name, depth in get_broker().transport.depths(conn, names).items()}
         except BrokerUnavailable:
             return {}

@@ -11,6 +11,7 @@ from django.db.models import QuerySet
 
 from dojo.celery_panel.backends.base import TasksBackend
 from dojo.celery_panel.pages import TaskDetailPage, TaskListPage, TaskRow
+from dojo.ops.fleet.status import LIVE_STATES, TASK_LISTS
 from dojo.ops.fleet.status_cache import get_status
 from dojo.ops.literals import literal_or_text
 
@@ -178,9 +179,6 @@ class DjangoCeleryResultsTasksBackend(TasksBackend):
         )
 
 
-LIVE_KINDS = ("active", "reserved", "scheduled")
-
-
 class InspectTasksBackend(TasksBackend):
     """Live tasks only: what the workers hold now (active, reserved, scheduled), from the cached status."""
 
@@ -189,13 +187,13 @@ class InspectTasksBackend(TasksBackend):
     DEFAULT_FILTER = None
     AVAILABLE_FILTERS: ClassVar[list[dict[str, Any]]] = [
         {"value": None, "label": "All"},
-        *({"value": kind, "label": kind.capitalize()} for kind in LIVE_KINDS),
+        *({"value": kind, "label": kind.capitalize()} for kind in TASK_LISTS),
     ]
 
     def _live(self) -> tuple[list[tuple[str, TaskRow, dict]], str | None]:
         status = get_status()
         live = []
-        for kind in LIVE_KINDS:
+        for kind in TASK_LISTS:
             for worker, tasks in sorted(status.queue_details.get(kind, {}).items()):
                 for info in tasks:
                     live.append((kind, self._row(kind, worker, info), info))
@@ -208,7 +206,7 @@ class InspectTasksBackend(TasksBackend):
         return TaskRow(
             id=info.get("id") or "",
             name=info.get("name"),
-            state={"active": "STARTED", "reserved": "RECEIVED", "scheduled": "SCHEDULED"}[kind],
+            state=LIVE_STATES[kind],
             args=literal_or_text(info.get("args")),
             kwargs=literal_or_text(info.get("kwargs")),
             # time_start is epoch seconds on current Celery; anything else is not a date.
@@ -241,7 +239,7 @@ class InspectTasksBackend(TasksBackend):
 
     def get_task_detail(self, task_id: str) -> TaskDetailPage:
         live, _error = self._live()
-        for kind, row, info in live:
+        for _kind, row, info in live:
             if row.id == task_id:
                 time_limit, soft_time_limit = configured_time_limits()
                 task = self.app.tasks.get(row.name or "")
@@ -252,7 +250,6 @@ class InspectTasksBackend(TasksBackend):
                     extra={
                         "args_json": pretty(row.args),
                         "kwargs_json": pretty(row.kwargs),
-                        "live_kind": kind,
                         "worker_pid": info.get("worker_pid"),
                         "eta": info.get("eta"),
                         **own_time_limits(self.app, task),

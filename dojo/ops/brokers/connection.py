@@ -19,31 +19,28 @@ def broker_timeout() -> float:
     return float(settings.CELERY_BROKER_TIMEOUT)
 
 
-def _bounded_transport_options(backend: Broker, timeout: float) -> dict:
+def _bounded_transport_options(broker: Broker, timeout: float) -> dict:
     """Transport options that put a time bound on connecting, reading and retrying.
 
     Library defaults retry forever or wait on sockets with no timeout (see design.md).
+    max_retries/interval_start bound kombu's own retry loop around the default channel.
     """
-    if backend.is_amqp:
-        sockets = {"read_timeout": timeout, "write_timeout": timeout}
-    else:
-        sockets = {"socket_connect_timeout": timeout, "socket_timeout": timeout}
-    # max_retries/interval_start bound kombu's own retry loop around the default channel.
-    return {**backend.transport_options, **sockets, "max_retries": 1, "interval_start": 0}
+    sockets = broker.transport.bounded_options(timeout)
+    return {**broker.transport_options, **sockets, "max_retries": 1, "interval_start": 0}
 
 
 @contextmanager
-def broker_connection(timeout: float | None = None, backend: Broker | None = None) -> Iterator[Connection]:
-    """Yield a connected kombu Connection to `backend` (the main one if None) whose every
+def broker_connection(timeout: float | None = None, broker: Broker | None = None) -> Iterator[Connection]:
+    """Yield a connected kombu Connection to `broker` (the main one if None) whose every
     call is bounded by `timeout`.
 
     Any broker failure inside the block is raised as BrokerUnavailable, with the
     password removed from the message.
     """
     timeout = broker_timeout() if timeout is None else timeout
-    backend = backend or get_broker()
-    options = _bounded_transport_options(backend, timeout)
-    conn = Connection(backend.broker_url, connect_timeout=timeout, transport_options=options)
+    broker = broker or get_broker()
+    options = _bounded_transport_options(broker, timeout)
+    conn = Connection(broker.broker_url, connect_timeout=timeout, transport_options=options)
     # Channel errors that reach here are refusals (a wrong password, no permission): the
     # broker cannot be used. NOT_FOUND on a passive declare is handled where it is expected.
     errors = (OSError, OperationalError, *conn.connection_errors, *conn.channel_errors)

@@ -14,8 +14,8 @@ from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from dojo.models import QueuePause
 from dojo.ops.brokers.connection import BrokerUnavailable
 from dojo.ops.brokers.registry import Broker, get_broker
-from dojo.ops.fleet.remote_control import broadcast, live_workers
-from dojo.ops.fleet.status_cache import forget_status
+from dojo.ops.fleet.mailbox import broadcast
+from dojo.ops.fleet.status_cache import forget_status, live_workers
 
 QUEUE_NAME_MAX_LENGTH = QueuePause._meta.get_field("queue").max_length
 RESUME_COMMAND = "dojo_resume_queue"
@@ -41,57 +41,52 @@ def validate_queue_name(queue: str) -> str:
     return queue
 
 
-def paused_queues(backend_alias: str) -> set[str]:
-    """Names of the queues paused on the backend `backend_alias`."""
-    return set(QueuePause.objects.filter(backend=backend_alias).values_list("queue", flat=True))
-
-
 def pause_queue(
-    queue: str, backend: Broker | None = None, user: AbstractBaseUser | AnonymousUser | None = None
+    queue: str, broker: Broker | None = None, user: AbstractBaseUser | AnonymousUser | None = None
 ) -> PauseResult:
-    """Store the pause of `queue` and tell every live worker of `backend` to stop consuming it.
+    """Store the pause of `queue` and tell every live worker of `broker` to stop consuming it.
 
     A queue nobody consumes may be paused ahead of time. Raises BrokerUnavailable (and stores
     nothing) when the broker does not answer.
     """
-    backend = backend or get_broker()
+    broker = broker or get_broker()
     validate_queue_name(queue)
-    live = live_workers(backend)
+    live = live_workers(broker)
     paused_by = user.get_username() if user is not None and user.is_authenticated else ""
     _pause, created = QueuePause.objects.get_or_create(
-        backend=backend.alias, queue=queue, defaults={"paused_by": paused_by}
+        backend=broker.alias, queue=queue, defaults={"paused_by": paused_by}
     )
     try:
-        replies = broadcast(backend, "cancel_consumer", {"queue": queue}, expected_replies=len(live))
+        replies = broadcast(broker, "cancel_consumer", {"queue": queue}, expected_replies=len(live))
     except BrokerUnavailable:
         if created:
-            QueuePause.objects.filter(backend=backend.alias, queue=queue).delete()
+            QueuePause.objects.filter(backend=broker.alias, queue=queue).delete()
         raise
-    forget_status(backend)
+    forget_status(broker)
     consuming = {name for name, reply in live.items() if queue in reply.get("active_queues", [])}
     stopped = sorted(name for name, reply in replies.items() if name in consuming and "ok" in reply)
-    return PauseResult(backend=backend.alias, queue=queue, paused=True, workers=stopped)
+    return PauseResult(backend=broker.alias, queue=queue, paused=True, workers=stopped)
 
 
 def resume_queue(
-    queue: str, backend: Broker | None = None, user: AbstractBaseUser | AnonymousUser | None = None
+    queue: str, broker: Broker | None = None, user: AbstractBaseUser | AnonymousUser | None = None
 ) -> PauseResult:
     """Drop the pause of `queue` and let the live workers that consume it by their own
     configuration start again. `user` is taken for symmetry with pause_queue (the audit row
     names who resumed). Raises BrokerUnavailable (and keeps the pause) when the broker does not
     answer."""
-    backend = backend or get_broker()
+    broker = broker or get_broker()
     validate_queue_name(queue)
-    live = live_workers(backend)
-    stored = QueuePause.objects.filter(backend=backend.alias, queue=queue).first()
+    live = live_workers(broker)
+    stored = QueuePause.objects.filter(backend=broker.alias, queue=queue).first()
     if stored is not None:
         stored.delete()
     try:
-        replies = broadcast(backend, RESUME_COMMAND, {"queue": queue}, expected_replies=len(live))
+        replies = broadcast(broker, RESUME_COMMAND, {"queue": queue}, expected_replies=len(live))
     except BrokerUnavailable:
         if stored is not None:
             QueuePause.objects.create(backend=stored.backend, queue=stored.queue, paused_by=stored.paused_by)
         raise
-    forget_status(backend)
+    forget_status(broker)
     resumed = sorted(name for name, reply in replies.items() if isinstance(reply, dict) and reply.get("resumed"))
-    return PauseResult(backend=backend.alias, queue=queue, paused=False, workers=resumed)
+    return PauseResult(backend=broker.alias, queue=queue, paused=False, workers=resumed)

@@ -38,14 +38,14 @@ def _row(key: str) -> PeriodicEntry:
     raise UnknownRecurringTask(f"No recurring task has the key {key!r}.")
 
 
-def run_now(key: str, backend: Broker | None = None) -> RunResult:
-    """Publish the entry's task with its args, kwargs and queue to `backend`'s broker, once, now."""
-    backend = backend or get_broker()
+def run_now(key: str, broker: Broker | None = None) -> RunResult:
+    """Publish the entry's task with its args, kwargs and queue to `broker`, once, now."""
+    broker = broker or get_broker()
     row = _row(key)
     if not isinstance(row.args or [], list) or not isinstance(row.kwargs or {}, dict):
         raise RecurringTaskRefused(f"The stored arguments of {key!r} are not a JSON list and object.")
     queue = routed_queue(row.task, row.queue)
-    with broker_connection(backend=backend) as conn:
+    with broker_connection(broker=broker) as conn:
         try:
             # connection=: the producer publishes on this bounded connection, not the app's pool;
             # retry=False: one attempt, the connection's time bound is the only wait.
@@ -54,7 +54,7 @@ def run_now(key: str, backend: Broker | None = None) -> RunResult:
             )
         except OperationalError as exc:  # kombu wraps the transport's errors when publishing
             raise BrokerUnavailable(redact(f"{type(exc).__name__}: {exc}")) from exc
-    return RunResult(key=key, task_id=sent.id, task_name=row.task, queue=queue, backend=backend.alias)
+    return RunResult(key=key, task_id=sent.id, task_name=row.task, queue=queue, backend=broker.alias)
 
 
 def set_enabled(key: str, enabled: bool) -> RecurringTask:

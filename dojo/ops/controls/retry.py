@@ -10,7 +10,7 @@ arguments other than its own is worse than not rerunning it. A producer that set
 argsrepr (to hide a secret, say) cannot be told apart: such tasks must not be retried from here.
 
 The queue and the publish options (priority, per-call time limits) are the ones
-dojo.celery.remember_queue stored in the result's meta; without them, the default queue and the
+dojo.worker.signals.remember_queue stored in the result's meta; without them, the default queue and the
 task's own defaults. The retry runs now: a countdown, ETA or expiry of the first publish was a
 moment that has passed, and the configured default expiry applies anew.
 """
@@ -33,7 +33,7 @@ from dojo.ops.literals import NotALiteral, parse_literal
 
 # REVOKED too: an operator who revoked a task by mistake can run it again.
 RETRYABLE_STATES = (states.FAILURE, states.REVOKED)
-# The options kept in a result's meta (dojo.celery.remember_queue) and the types they must have.
+# The options kept in a result's meta (dojo.worker.signals.remember_queue) and the types they must have.
 STORED_OPTIONS = {"priority": int, "time_limit": (int, float), "soft_time_limit": (int, float)}
 
 
@@ -88,14 +88,14 @@ def stored_call(task_id: str) -> StoredCall:
     return StoredCall(result.task_name, list(args), dict(kwargs), meta.get("queue") or default_queue(), options)
 
 
-def retry_task(task_id: str, backend: Broker | None = None) -> RetryResult:
-    """Publish the stored call of `task_id` again to `backend`'s broker; the new task's id.
+def retry_task(task_id: str, broker: Broker | None = None) -> RetryResult:
+    """Publish the stored call of `task_id` again to `broker`; the new task's id.
 
     Raises UnknownTask, NotRetryable, or BrokerUnavailable (nothing was published).
     """
-    backend = backend or get_broker()
+    broker = broker or get_broker()
     call = stored_call(task_id)
-    with broker_connection(backend=backend) as conn:
+    with broker_connection(broker=broker) as conn:
         try:
             sent = app.send_task(
                 call.task_name,
@@ -108,8 +108,8 @@ def retry_task(task_id: str, backend: Broker | None = None) -> RetryResult:
             )
         except EncodeError as exc:
             raise NotRetryable(f"The stored arguments of {task_id} cannot be sent as JSON: {exc}") from exc
-    forget_status(backend)
-    return RetryResult(backend.alias, task_id, sent.id, call.task_name, call.queue)
+    forget_status(broker)
+    return RetryResult(broker.alias, task_id, sent.id, call.task_name, call.queue)
 
 
 def _json_or_none(text: str | None) -> Any:

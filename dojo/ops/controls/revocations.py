@@ -15,8 +15,8 @@ from django.utils import timezone
 from dojo.models import TaskRevocation
 from dojo.ops.brokers.connection import BrokerUnavailable
 from dojo.ops.brokers.registry import Broker, get_broker
-from dojo.ops.fleet.remote_control import broadcast, live_workers
-from dojo.ops.fleet.status_cache import forget_status
+from dojo.ops.fleet.mailbox import broadcast
+from dojo.ops.fleet.status_cache import forget_status, live_workers
 
 DEFAULT_WINDOW_SECONDS = 24 * 3600
 TERMINATE_SIGNALS = ("SIGTERM", "SIGKILL")
@@ -46,19 +46,19 @@ def recent_revocations(backend_alias: str) -> list[str]:
     return list(rows.values_list("task_id", flat=True))
 
 
-def revoke_task(task_id: str, backend: Broker | None = None) -> RevokeResult:
-    """Revoke `task_id` on every worker of `backend` and store the revocation.
+def revoke_task(task_id: str, broker: Broker | None = None) -> RevokeResult:
+    """Revoke `task_id` on every worker of `broker` and store the revocation.
 
     Raises BrokerUnavailable (and stores nothing) when the broker does not answer.
     """
-    backend = backend or get_broker()
-    live = live_workers(backend)
+    broker = broker or get_broker()
+    live = live_workers(broker)
     arguments = {"task_id": task_id, "terminate": False, "signal": None}
-    replies = _stored_then_sent(backend, task_id, False, arguments, len(live), None)
-    return RevokeResult(backend.alias, task_id, terminate=False, signal=None, workers=sorted(replies))
+    replies = _stored_then_sent(broker, task_id, False, arguments, len(live), None)
+    return RevokeResult(broker.alias, task_id, terminate=False, signal=None, workers=sorted(replies))
 
 
-def terminate_task(task_id: str, signal: str = "SIGTERM", backend: Broker | None = None) -> RevokeResult:
+def terminate_task(task_id: str, signal: str = "SIGTERM", broker: Broker | None = None) -> RevokeResult:
     """Revoke `task_id` and kill it with `signal` on the live worker running it.
 
     Raises TaskNotRunning when no live worker is running it, BrokerUnavailable when the broker
@@ -66,21 +66,21 @@ def terminate_task(task_id: str, signal: str = "SIGTERM", backend: Broker | None
     """
     if signal not in TERMINATE_SIGNALS:
         raise ValueError(f"signal must be one of {', '.join(TERMINATE_SIGNALS)}")
-    backend = backend or get_broker()
+    broker = broker or get_broker()
     running_on = [
         name
-        for name, reply in live_workers(backend).items()
+        for name, reply in live_workers(broker).items()
         if any(task.get("id") == task_id for task in reply.get("active", []))
     ]
     if not running_on:
-        raise TaskNotRunning(f"Task {task_id} is not running on any live worker of backend {backend.alias}.")
+        raise TaskNotRunning(f"Task {task_id} is not running on any live worker of backend {broker.alias}.")
     arguments = {"task_id": task_id, "terminate": True, "signal": signal}
-    replies = _stored_then_sent(backend, task_id, True, arguments, len(running_on), running_on)
-    return RevokeResult(backend.alias, task_id, terminate=True, signal=signal, workers=sorted(replies))
+    replies = _stored_then_sent(broker, task_id, True, arguments, len(running_on), running_on)
+    return RevokeResult(broker.alias, task_id, terminate=True, signal=signal, workers=sorted(replies))
 
 
 def _stored_then_sent(
-    backend: Broker,
+    broker: Broker,
     task_id: str,
     terminate: bool,
     arguments: dict,
@@ -90,13 +90,13 @@ def _stored_then_sent(
     """Store the revocation first (a worker starting meanwhile loads it), then broadcast it;
     a broadcast the broker refused leaves no new row behind."""
     _row, created = TaskRevocation.objects.update_or_create(
-        backend=backend.alias, task_id=task_id, defaults={"terminate": terminate}
+        backend=broker.alias, task_id=task_id, defaults={"terminate": terminate}
     )
     try:
-        replies = broadcast(backend, "revoke", arguments, expected_replies, destination)
+        replies = broadcast(broker, "revoke", arguments, expected_replies, destination)
     except BrokerUnavailable:
         if created:
-            TaskRevocation.objects.filter(backend=backend.alias, task_id=task_id).delete()
+            TaskRevocation.objects.filter(backend=broker.alias, task_id=task_id).delete()
         raise
-    forget_status(backend)
+    forget_status(broker)
     return replies

@@ -1,16 +1,18 @@
-"""Worker ping that stops as soon as every live worker has answered."""
+"""The remote-control mailbox: broadcasts to the workers that stop as soon as every live worker
+has answered, on the bounded connection given (never the app's own producer pool)."""
 
 import os
 import threading
 import uuid
+from collections.abc import Collection
 
-from amqp.exceptions import ResourceLocked
 from django.core.cache import cache
 from kombu import Connection
-from kombu.exceptions import ChannelError
 from kombu.pidbox import Mailbox
 
 from dojo.celery import app
+from dojo.ops.brokers.connection import broker_connection, broker_timeout
+from dojo.ops.brokers.registry import Broker
 
 BEAT_PREFIX = "celerybeat@"
 SILENT_CACHE_KEY = "dojo.ops.silent_workers"
@@ -33,9 +35,9 @@ class _ThreadMailbox(Mailbox):
         return str(uuid.uuid3(uuid.NAMESPACE_OID, f"{os.uname().nodename}-{os.getpid()}-{threading.get_ident()}"))
 
 
-def _mailbox(conn: Connection) -> Mailbox:
+def mailbox(conn: Connection) -> Mailbox:
     conf = app.conf
-    mailbox = _ThreadMailbox(
+    box = _ThreadMailbox(
         conf.control_exchange,
         type="fanout",
         accept=conf.accept_content,
@@ -43,27 +45,15 @@ def _mailbox(conn: Connection) -> Mailbox:
         reply_queue_ttl=conf.control_queue_ttl,
         reply_queue_expires=conf.control_queue_expires,
     )
-    return mailbox(conn)
-
-
-def bound_worker_names(conn: Connection) -> set[str] | None:
-    """Names of the workers bound to the control exchange; None where the broker cannot tell.
-
-    Every worker binds its remote-control queue (``NAME.celery.pidbox``) to the pidbox
-    fanout exchange and unbinds on a warm shutdown, so on the virtual transports
-    (Redis, filesystem) the bindings name the live workers plus any that were killed.
-    AMQP brokers do not list bindings.
-    """
-    channel = conn.default_channel
-    if not hasattr(channel, "get_table"):
-        return None
-    suffix = f".{app.conf.control_exchange}.pidbox"
-    table = channel.get_table(f"{app.conf.control_exchange}.pidbox")
-    return {queue.removesuffix(suffix) for _key, _pattern, queue in table}
+    return box(conn)
 
 
 def query_workers(
-    conn: Connection, command: str, timeout: float, queue_consumers: dict[str, int | None] | None = None
+    conn: Connection,
+    broker: Broker,
+    command: str,
+    timeout: float,
+    queue_consumers: dict[str, int | None] | None = None,
 ) -> dict[str, dict]:
     """Send `command` to the workers in one broadcast; their replies by worker name.
 
@@ -72,36 +62,37 @@ def query_workers(
     filesystem broker the expected workers are the bound ones; a bound worker that did
     not answer (killed, or a busy solo pool) is left out for SILENT_RECHECK_SECONDS, so
     a dead worker's stale binding costs one slow broadcast a minute, not every one.
-    On AMQP see `_amqp_expected`. Beat answers when its remote control is on: it is not
-    a worker.
+    On brokers that list no bindings (AMQP) see `_remembered_expected`. Beat answers when its
+    remote control is on: it is not a worker.
     """
     if timeout <= 0:
         return {}
     broker_key = conn.as_uri()  # password masked
-    bound = bound_worker_names(conn)
+    bound = broker.transport.bound_workers(conn, app.conf.control_exchange)
     if bound is None:
-        expected = _amqp_expected(conn, broker_key, queue_consumers or {})
-        replies = [] if expected == set() else _broadcast(conn, command, timeout, expected)
+        expected = _remembered_expected(conn, broker, broker_key, queue_consumers or {})
+        replies = [] if expected == set() else _send(conn, command, {}, expected, timeout)
     elif not bound:
         return {}
     else:
         silent_key = f"{SILENT_CACHE_KEY}:{broker_key}"
         silent = cache.get(silent_key, set()) & bound
         expected = (bound - silent) or bound
-        replies = _broadcast(conn, command, timeout, expected)
+        replies = _send(conn, command, {}, expected, timeout)
         newly_silent = expected - {name for reply in replies for name in reply}
         if newly_silent:
             cache.set(silent_key, silent | newly_silent, SILENT_RECHECK_SECONDS)
-    answers = {name: answer for reply in replies for name, answer in reply.items()}
-    workers = {name: answers[name] for name in sorted(answers) if not name.startswith(BEAT_PREFIX)}
+    workers = _workers_of(replies)
     if bound is None:
         known = {name: reply.get("active_queues") for name, reply in workers.items()}
         cache.set(f"{KNOWN_CACHE_KEY}:{broker_key}", known, KNOWN_SECONDS)
     return workers
 
 
-def _amqp_expected(conn: Connection, broker_key: str, queue_consumers: dict[str, int | None]) -> set[str] | None:
-    """On AMQP, which lists no bindings: the workers that answered last time and still
+def _remembered_expected(
+    conn: Connection, broker: Broker, broker_key: str, queue_consumers: dict[str, int | None]
+) -> set[str] | None:
+    """On brokers that list no bindings (AMQP): the workers that answered last time and still
     consume their control queue, when the broker's consumer counts of the configured
     queues are exactly theirs. Anything else (a new worker, a worker whose queues are
     unknown, nothing remembered) returns None: ask everyone and wait the whole timeout.
@@ -110,7 +101,11 @@ def _amqp_expected(conn: Connection, broker_key: str, queue_consumers: dict[str,
     if known is None:
         return None
     control_queue = f"{{}}.{app.conf.control_exchange}.pidbox"
-    live = {name: queues for name, queues in known.items() if _consumer_count(conn, control_queue.format(name))}
+    live = {
+        name: queues
+        for name, queues in known.items()
+        if broker.transport.consumer_count(conn, control_queue.format(name))
+    }
     if any(queues is None for queues in live.values()):
         return None
     for queue, count in queue_consumers.items():
@@ -119,20 +114,45 @@ def _amqp_expected(conn: Connection, broker_key: str, queue_consumers: dict[str,
     return set(live)
 
 
-def _consumer_count(conn: Connection, queue: str) -> int:
-    """Consumers of `queue`; a worker's control queue is exclusive to its live connection,
-    so RESOURCE_LOCKED means it is consumed and NOT_FOUND that its worker is gone."""
-    with conn.channel() as channel:  # an error closes the channel
-        try:
-            return channel.queue_declare(queue=queue, passive=True).consumer_count
-        except ResourceLocked:
-            return 1
-        except ChannelError:
-            return 0
+def broadcast(
+    broker: Broker,
+    command: str,
+    arguments: dict,
+    expected_replies: int,
+    destination: list[str] | None = None,
+) -> dict[str, dict]:
+    """Send remote-control `command` to the workers of `broker` (all of them, or `destination`);
+    their replies by worker name.
+
+    Returns once `expected_replies` workers answered, else after the broker time bound. With no
+    reply expected the command is still sent, to any worker the status read did not see.
+    """
+    with broker_connection(broker=broker) as conn:
+        if expected_replies <= 0:
+            _send(conn, command, arguments, destination, broker_timeout(), reply=False)
+            return {}
+        replies = _send(conn, command, arguments, destination, broker_timeout(), limit=expected_replies)
+    return _workers_of(replies)
 
 
-def _broadcast(conn: Connection, command: str, timeout: float, destination: set[str] | None) -> list[dict]:
-    """Send `command` to `destination` (everyone if None); stops once every destination answered."""
+def _send(
+    conn: Connection,
+    command: str,
+    arguments: dict,
+    destination: Collection[str] | None,
+    timeout: float,
+    reply: bool = True,
+    limit: int | None = None,
+) -> list[dict]:
+    """Send `command` to `destination` (everyone if None); with a reply, stop once `limit` (by
+    default every destination) answered, else after `timeout`."""
     names = sorted(destination) if destination else None
-    limit = len(names) if names else None
-    return _mailbox(conn)._broadcast(command, {}, names, reply=True, timeout=timeout, limit=limit) or []
+    if limit is None and names:
+        limit = len(names)
+    return mailbox(conn)._broadcast(command, arguments, names, reply=reply, timeout=timeout, limit=limit) or []
+
+
+def _workers_of(replies: list[dict]) -> dict[str, dict]:
+    """The replies by worker name, sorted. Beat answers when its remote control is on: not a worker."""
+    answers = {name: answer for reply in replies for name, answer in reply.items()}
+    return {name: answers[name] for name in sorted(answers) if not name.startswith(BEAT_PREFIX)}

@@ -4,17 +4,18 @@ import time
 from dataclasses import dataclass, field
 
 from django.conf import settings
-from kombu import Connection
 
 from dojo.ops.brokers.connection import BrokerUnavailable, broker_connection, broker_timeout
-from dojo.ops.brokers.depth import read_depths
-from dojo.ops.brokers.queues import configured_queues, default_queue, read_queue
+from dojo.ops.brokers.queues import configured_queues, default_queue
 from dojo.ops.brokers.registry import DEFAULT_ALIAS, Broker, get_broker
+from dojo.ops.fleet.load import worker_loads
 from dojo.ops.fleet.mailbox import query_workers
 from dojo.ops.redaction import mask_url
 
 STATUS_COMMAND = "dojo_status"  # answered by dojo/worker/commands.py
-TASK_LISTS = ("active", "reserved", "scheduled")
+TASK_LISTS = ("active", "reserved", "scheduled")  # the task lists of each worker's reply
+# The state of a task on each list: one vocabulary for the API's task search and the panel's live tasks.
+LIVE_STATES = {"active": "ACTIVE", "reserved": "RESERVED", "scheduled": "SCHEDULED"}
 
 
 @dataclass(frozen=True)
@@ -110,8 +111,8 @@ class CeleryStatus:
         return settings.CELERY_TASK_DEFAULT_EXPIRES or None
 
 
-def read_status(backend: Broker | None = None) -> CeleryStatus:
-    """Read the status from `backend`'s broker (the main one if None) and its workers
+def read_status(broker: Broker | None = None) -> CeleryStatus:
+    """Read the status from `broker` (the main one if None) and its workers
     within the broker time bound.
 
     The queue reads come first: they are cheap and prove the broker answers. The one
@@ -119,32 +120,22 @@ def read_status(backend: Broker | None = None) -> CeleryStatus:
     """
     read_at = time.time()
     deadline = time.monotonic() + broker_timeout()
-    backend = backend or get_broker()
+    broker = broker or get_broker()
     queue = default_queue()
     try:
-        with broker_connection(backend=backend) as conn:
-            read = _read_queues(conn, backend, configured_queues())
-            consumers = {name: queue_consumers for name, (_ready, queue_consumers) in read.items()}
-            replies = query_workers(conn, STATUS_COMMAND, deadline - time.monotonic(), consumers)
+        with broker_connection(broker=broker) as conn:
+            depths = broker.transport.depths(conn, configured_queues())
+            consumers = {name: depth.consumers for name, depth in depths.items()}
+            replies = query_workers(conn, broker, STATUS_COMMAND, deadline - time.monotonic(), consumers)
     except BrokerUnavailable as exc:
-        return CeleryStatus(broker_status=False, queue=queue, error=str(exc), read_at=read_at, backend=backend.alias)
+        return CeleryStatus(broker_status=False, queue=queue, error=str(exc), read_at=read_at, backend=broker.alias)
+    consuming = worker_loads(replies)
     queues = {
-        name: QueueState(ready=ready, consumers=consumers if consumers is not None else _consuming(replies, name))
-        for name, (ready, consumers) in read.items()
+        name: QueueState(
+            ready=depth.ready, consumers=depth.consumers if depth.consumers is not None else consuming[name].consumers
+        )
+        for name, depth in depths.items()
     }
     return CeleryStatus(
-        broker_status=True, queue=queue, queues=queues, worker_replies=replies, read_at=read_at, backend=backend.alias
+        broker_status=True, queue=queue, queues=queues, worker_replies=replies, read_at=read_at, backend=broker.alias
     )
-
-
-def _read_queues(conn: Connection, backend: Broker, names: list[str]) -> dict[str, tuple[int, int | None]]:
-    """(ready, consumers) of each queue: on Redis every queue in one pipeline (a passive declare
-    per queue costs a round trip each: about 1 s for 200 queues); elsewhere `read_queue`."""
-    if backend.is_redis:
-        return {name: (depth.ready, None) for name, depth in read_depths(conn, backend, names).items()}
-    return {name: read_queue(conn, name) for name in names}
-
-
-def _consuming(replies: dict[str, dict], queue: str) -> int:
-    """How many answering workers consume `queue` (for brokers that do not count consumers)."""
-    return sum(queue in reply.get("active_queues", []) for reply in replies.values())

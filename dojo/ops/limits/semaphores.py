@@ -21,7 +21,7 @@ the broker, so they count as blocked on their queue (`blocked_by_queue`). A wait
 is more than WAITER_STALE_AFTER overdue is no longer retrying (revoked, lost) and is not counted.
 """
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -33,6 +33,7 @@ from redis import Redis
 
 from dojo.models import SemaphoreSlot, SemaphoreWaiter
 from dojo.ops.brokers.connection import broker_connection
+from dojo.ops.brokers.redis import client as redis_client
 from dojo.ops.brokers.registry import Broker, get_broker
 
 WAITER_STALE_AFTER = timedelta(minutes=5)
@@ -86,7 +87,7 @@ class BlockedQueue:
 class Slot:
     """One run's claim on a key: `holder` (its task id) may hold one of `limit` slots for `expires` s."""
 
-    backend: Broker
+    broker: Broker
     key: str
     holder: str
     limit: int
@@ -110,28 +111,27 @@ class _RedisStore:
 
 
 @contextmanager
-def _redis_store(backend: Broker) -> Iterator[_RedisStore]:
-    """The backend's Redis; any failure is BrokerUnavailable (from `broker_connection`)."""
-    with broker_connection(backend=backend) as conn:
-        pool = conn.default_channel.client.connection_pool
-        yield _RedisStore(Redis(connection_pool=pool), backend.transport_options.get("global_keyprefix", ""))
+def _redis_store(broker: Broker) -> Iterator[_RedisStore]:
+    """The broker's Redis; any failure is BrokerUnavailable (from `broker_connection`)."""
+    with broker_connection(broker=broker) as conn:
+        yield _RedisStore(redis_client(conn), conn.default_channel.global_keyprefix or "")
 
 
 def _redis_acquire(slot: Slot) -> bool:
-    with _redis_store(slot.backend) as store:
+    with _redis_store(slot.broker) as store:
         script = store.client.register_script(ACQUIRE_SCRIPT)
         keys = [store.name(HOLDERS, slot.key), store.name(KNOWN_KEYS), store.name(LIMITS)]
         return bool(script(keys=keys, args=[slot.key, slot.holder, slot.limit, slot.expires]))
 
 
 def _redis_release(slot: Slot) -> None:
-    with _redis_store(slot.backend) as store:
+    with _redis_store(slot.broker) as store:
         store.client.zrem(store.name(HOLDERS, slot.key), slot.holder)
 
 
-def _redis_held(backend: Broker) -> list[tuple[str, int, int, datetime | None]]:
+def _redis_held(broker: Broker) -> list[tuple[str, int, int, datetime | None]]:
     """(key, limit, slots held, last expiry) of every listed key, in two round trips."""
-    with _redis_store(backend) as store:
+    with _redis_store(broker) as store:
         now = store.now()
         keys = [key.decode() for key in store.client.zrangebyscore(store.name(KNOWN_KEYS), now, "+inf")]
         if not keys:
@@ -156,12 +156,12 @@ def _redis_held(backend: Broker) -> list[tuple[str, int, int, datetime | None]]:
 
 def _locked_key_row(slot: Slot, listed_until: datetime) -> SemaphoreSlot:
     """The key's own row, created if needed and locked until the transaction ends."""
-    rows = SemaphoreSlot.objects.filter(backend=slot.backend.alias, key=slot.key, holder=KEY_ROW)
+    rows = SemaphoreSlot.objects.filter(backend=slot.broker.alias, key=slot.key, holder=KEY_ROW)
     for _attempt in range(3):
         try:
             with transaction.atomic():  # a savepoint: another acquirer may create it first
                 SemaphoreSlot.objects.get_or_create(
-                    backend=slot.backend.alias,
+                    backend=slot.broker.alias,
                     key=slot.key,
                     holder=KEY_ROW,
                     defaults={"limit": slot.limit, "expires_at": listed_until},
@@ -179,12 +179,12 @@ def _database_acquire(slot: Slot) -> bool:
         now = timezone.now()
         expires_at = now + timedelta(seconds=slot.expires)
         key_row = _locked_key_row(slot, expires_at)
-        slots = SemaphoreSlot.objects.filter(backend=slot.backend.alias, key=slot.key).exclude(holder=KEY_ROW)
+        slots = SemaphoreSlot.objects.filter(backend=slot.broker.alias, key=slot.key).exclude(holder=KEY_ROW)
         slots.filter(expires_at__lte=now).delete()
         acquired = bool(slots.filter(holder=slot.holder).update(expires_at=expires_at, limit=slot.limit))
         if not acquired and slots.count() < slot.limit:
             SemaphoreSlot.objects.create(
-                backend=slot.backend.alias, key=slot.key, holder=slot.holder, limit=slot.limit, expires_at=expires_at
+                backend=slot.broker.alias, key=slot.key, holder=slot.holder, limit=slot.limit, expires_at=expires_at
             )
             acquired = True
         key_row.limit = slot.limit
@@ -194,12 +194,12 @@ def _database_acquire(slot: Slot) -> bool:
 
 
 def _database_release(slot: Slot) -> None:
-    SemaphoreSlot.objects.filter(backend=slot.backend.alias, key=slot.key, holder=slot.holder).delete()
+    SemaphoreSlot.objects.filter(backend=slot.broker.alias, key=slot.key, holder=slot.holder).delete()
 
 
-def _database_held(backend: Broker) -> list[tuple[str, int, int, datetime | None]]:
+def _database_held(broker: Broker) -> list[tuple[str, int, int, datetime | None]]:
     now = timezone.now()
-    rows = SemaphoreSlot.objects.filter(backend=backend.alias, expires_at__gt=now)
+    rows = SemaphoreSlot.objects.filter(backend=broker.alias, expires_at__gt=now)
     limits = dict(rows.filter(holder=KEY_ROW).values_list("key", "limit"))
     taken = {
         row["key"]: (row["count"], row["last"])
@@ -211,6 +211,20 @@ def _database_held(backend: Broker) -> list[tuple[str, int, int, datetime | None
     return [(key, limit, *taken.get(key, (0, None))) for key, limit in limits.items()]
 
 
+@dataclass(frozen=True)
+class _Store:
+    acquire: Callable[[Slot], bool]
+    release: Callable[[Slot], None]
+    held: Callable[[Broker], list[tuple[str, int, int, datetime | None]]]
+
+
+# By the transport's slot_store (dojo.ops.brokers.transport).
+STORES = {
+    "redis": _Store(_redis_acquire, _redis_release, _redis_held),
+    "database": _Store(_database_acquire, _database_release, _database_held),
+}
+
+
 # --- the service --------------------------------------------------------------------------
 
 
@@ -219,20 +233,17 @@ def acquire_slot(slot: Slot) -> bool:
 
     Raises BrokerUnavailable (Redis) or DatabaseError (other brokers) when the store fails.
     """
-    return _redis_acquire(slot) if slot.backend.is_redis else _database_acquire(slot)
+    return STORES[slot.broker.transport.slot_store].acquire(slot)
 
 
 def release_slot(slot: Slot) -> None:
     """Give the slot back (nothing happens if it expired or was never taken)."""
-    if slot.backend.is_redis:
-        _redis_release(slot)
-    else:
-        _database_release(slot)
+    STORES[slot.broker.transport.slot_store].release(slot)
 
 
 def record_waiter(slot: Slot, task_name: str, queue: str, retry_at: datetime) -> None:
     """Mark the run as blocked on `queue` until `retry_at`; its first blocked_since is kept."""
-    alias = slot.backend.alias
+    alias = slot.broker.alias
     SemaphoreWaiter.objects.update_or_create(
         backend=alias,
         key=slot.key,
@@ -246,7 +257,7 @@ def record_waiter(slot: Slot, task_name: str, queue: str, retry_at: datetime) ->
 def clear_waiter(slot: Slot) -> None:
     """The run got its slot: it is no longer blocked. Reads first, so the runs that were never
     blocked (most) do not take the database's write lock."""
-    waiter = SemaphoreWaiter.objects.filter(backend=slot.backend.alias, key=slot.key, task_id=slot.holder)
+    waiter = SemaphoreWaiter.objects.filter(backend=slot.broker.alias, key=slot.key, task_id=slot.holder)
     if waiter.exists():
         waiter.delete()
 
@@ -255,11 +266,11 @@ def _live_waiters(backend_alias: str):
     return SemaphoreWaiter.objects.filter(backend=backend_alias, retry_at__gte=timezone.now() - WAITER_STALE_AFTER)
 
 
-def list_semaphores(backend: Broker | None = None) -> list[SemaphoreState]:
+def list_semaphores(broker: Broker | None = None) -> list[SemaphoreState]:
     """Every key used within its expiry, by key. Raises BrokerUnavailable when Redis does not answer."""
-    backend = backend or get_broker()
-    held = _redis_held(backend) if backend.is_redis else _database_held(backend)
-    waiters = dict(_live_waiters(backend.alias).values("key").annotate(count=Count("id")).values_list("key", "count"))
+    broker = broker or get_broker()
+    held = STORES[broker.transport.slot_store].held(broker)
+    waiters = dict(_live_waiters(broker.alias).values("key").annotate(count=Count("id")).values_list("key", "count"))
     states = [
         SemaphoreState(
             key=key,

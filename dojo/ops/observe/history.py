@@ -16,8 +16,8 @@ from dojo.ops.fleet.status_cache import get_status
 def record_snapshot() -> list[CeleryStatusSnapshot]:
     """Store the current status of every backend and prune snapshots past the kept days."""
     snapshots = []
-    for backend in configured_brokers().values():
-        status = get_status(backend=backend)
+    for broker in configured_brokers().values():
+        status = get_status(broker=broker)
         snapshots.append(_snapshot(status))
     cutoff = timezone.now() - timedelta(days=settings.CELERY_HISTORY_DAYS)
     CeleryStatusSnapshot.objects.filter(created_at__lt=cutoff).delete()

@@ -9,7 +9,6 @@ bounded: worker, queue and task names and task states, never a task id or argume
 from collections.abc import Iterator
 
 from django.conf import settings
-from django.db.models import Count
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -17,6 +16,7 @@ from prometheus_client.registry import Collector
 from dojo.ops.brokers.registry import Broker
 from dojo.ops.fleet.status import CeleryStatus
 from dojo.ops.fleet.status_cache import get_status
+from dojo.ops.read_models.stored_results import count_results, results_stored
 
 PREFIX = "dojo_celery_"
 
@@ -30,16 +30,16 @@ def _gauge(
 class CeleryCollector(Collector):
     """Metric families from get_status() of one backend and, with django-celery-results, the stored results."""
 
-    def __init__(self, backend: Broker | None = None) -> None:
-        self.backend = backend
+    def __init__(self, broker: Broker | None = None) -> None:
+        self.broker = broker
 
     def collect(self) -> Iterator[Metric]:
         enabled = bool(settings.CELERY_ENABLED)
         yield _gauge("enabled", "1 when the Celery integration is on (DD_CELERY_ENABLED), else 0.", int(enabled))
         if not enabled:
             return
-        yield from status_metrics(get_status(backend=self.backend))
-        if settings.CELERY_RESULT_BACKEND == "django-db":
+        yield from status_metrics(get_status(broker=self.broker))
+        if results_stored():
             yield task_results_metric()
 
 
@@ -91,23 +91,20 @@ def status_metrics(status: CeleryStatus) -> Iterator[Metric]:
 
 def task_results_metric() -> Metric:
     """Stored django-celery-results rows by state and task name, in one GROUP BY query."""
-    from django_celery_results.models import TaskResult
-
     family = _gauge(
         "task_results",
         "Task results currently stored by django-celery-results, by state and task name "
         "(a count of kept rows, not a running total: it falls when old results are deleted).",
         labels=["state", "task"],
     )
-    # An explicit order replaces the model's (-date_done), which would join the GROUP BY.
-    rows = TaskResult.objects.values("status", "task_name").annotate(count=Count("id")).order_by("task_name", "status")
-    for row in rows:
-        family.add_metric([row["status"] or "", row["task_name"] or ""], row["count"])
+    counts = count_results(("task_name", "status"))
+    for (task_name, state), n in sorted(counts.items()):
+        family.add_metric([state, task_name], n)
     return family
 
 
-def exposition(backend: Broker | None = None) -> bytes:
-    """The metrics of `backend` (the main one if None) in the Prometheus text format, in a fresh registry."""
+def exposition(broker: Broker | None = None) -> bytes:
+    """The metrics of `broker` (the main one if None) in the Prometheus text format, in a fresh registry."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(CeleryCollector(backend))
+    registry.register(CeleryCollector(broker))
     return generate_latest(registry)

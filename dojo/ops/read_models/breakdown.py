@@ -10,31 +10,24 @@ without taking it off the queue.
 """
 
 import time
-from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TypeVar
 
 from django.conf import settings
-from kombu import Connection
 
-from dojo.ops.brokers import messages, redis_lists
+from dojo.ops.brokers import messages
 from dojo.ops.brokers.connection import broker_connection
 from dojo.ops.brokers.registry import Broker, get_broker
 from dojo.ops.read_models.queue_table import known_queues
 from dojo.ops.redaction import args_preview
 
 FIRST_DEFAULT = 100
-UNKNOWN_TASK = "(unknown)"  # a message without a task header (not a Celery protocol 2 task)
 CLOCK_EVERY = 1000  # messages scanned between two looks at the clock
 Item = TypeVar("Item")
 
 
-class BreakdownUnsupported(Exception):
-    """The broker cannot show a queue's messages without taking them."""
-
-
-class UnknownQueue(LookupError):
+class QueueNotFound(LookupError):
     """The queue holds no message and no configuration, worker, pause or periodic entry names it:
     most likely a mistyped name, which an empty answer would hide."""
 
@@ -75,35 +68,27 @@ class _Deadline:
 
 
 def breakdown(
-    queue: str, backend: Broker | None = None, first: int = FIRST_DEFAULT, seconds: float | None = None
+    queue: str, broker: Broker | None = None, first: int = FIRST_DEFAULT, seconds: float | None = None
 ) -> QueueBreakdown:
-    """Break down the ready messages of `queue` on `backend` (the main one if None), scanning for
+    """Break down the ready messages of `queue` on `broker` (the main one if None), scanning for
     at most `seconds` (DD_CELERY_BREAKDOWN_SECONDS if None).
 
-    Raises BreakdownUnsupported on brokers other than Redis and the filesystem one,
-    BrokerUnavailable when the broker does not answer within the bound, and UnknownQueue for
+    Raises PeekUnsupported (dojo.ops.brokers.transport) on brokers other than Redis and the filesystem one,
+    BrokerUnavailable when the broker does not answer within the bound, and QueueNotFound for
     an empty queue that nothing names.
     """
-    backend = backend or get_broker()
-    if backend.is_redis:
-        scan = _redis_scan
-    elif backend.transport == "filesystem":
-        scan = _filesystem_scan
-    else:
-        raise BreakdownUnsupported(
-            f"The {backend.transport} broker cannot show the messages of a queue without taking them off the queue."
-        )
+    broker = broker or get_broker()
     deadline = _Deadline(settings.CELERY_BREAKDOWN_SECONDS if seconds is None else seconds)
-    with broker_connection(backend=backend) as conn:
-        by_task, first_raw = scan(conn, queue, first, deadline)
-    if not by_task and not deadline.reached and queue not in known_queues(backend):
-        raise UnknownQueue(
+    with broker_connection(broker=broker) as conn:
+        by_task, first_raw = broker.transport.peek(conn, queue, first, deadline.within)
+    if not by_task and not deadline.reached and queue not in known_queues(broker):
+        raise QueueNotFound(
             f"No message is in queue {queue!r}, and no configuration, worker, pause or periodic entry of backend "
-            f"{backend.alias} names it."
+            f"{broker.alias} names it."
         )
     now = time.time()
     return QueueBreakdown(
-        backend=backend.alias,
+        backend=broker.alias,
         queue=queue,
         total=sum(by_task.values()),
         by_task=dict(by_task.most_common()),
@@ -112,44 +97,8 @@ def breakdown(
     )
 
 
-def _count(raws: Iterator[bytes], first: int) -> tuple[Counter, list[bytes]]:
-    """Task names counted over `raws` (in consumption order); the first `first` kept raw."""
-    by_task: Counter = Counter()
-    kept: list[bytes] = []
-    for raw in raws:
-        by_task[messages.task_name(raw) or UNKNOWN_TASK] += 1
-        if len(kept) < first:
-            kept.append(raw)
-    return by_task, kept
-
-
-def _redis_scan(conn: Connection, queue: str, first: int, deadline: _Deadline) -> tuple[Counter, list[bytes]]:
-    channel = redis_lists.redis_channel(conn)
-    return _count(deadline.within(raw for _key, raw in redis_lists.iter_messages(channel, queue)), first)
-
-
-def _filesystem_scan(conn: Connection, queue: str, first: int, deadline: _Deadline) -> tuple[Counter, list[bytes]]:
-    """Files come in no order and kombu consumes them by sorted name, so the first ones are the
-    `first` smallest names, kept by trimming a short list rather than sorting every name."""
-    folder = conn.default_channel.data_folder_in
-    by_task: Counter = Counter()
-    smallest: list[str] = []
-    for name in deadline.within(messages.iter_message_files(folder)):
-        if not messages.is_message_of(name, queue):
-            continue
-        raw = messages.read_message_file(folder, name)
-        if raw is None:  # taken by a worker meanwhile
-            continue
-        by_task[messages.task_name(raw) or UNKNOWN_TASK] += 1
-        smallest.append(name)
-        if len(smallest) > 2 * first:
-            smallest = sorted(smallest)[:first]
-    first_raw = (messages.read_message_file(folder, name) for name in sorted(smallest)[:first])
-    return by_task, [raw for raw in first_raw if raw is not None]
-
-
 def _summary(raw: bytes, now: float) -> MessageSummary:
-    envelope = redis_lists.decode(raw)
+    envelope = messages.decode(raw)
     headers = messages.headers_of(envelope)
     properties = (envelope or {}).get("properties") or {}
     stamp = messages.published_at(envelope)

@@ -7,10 +7,10 @@ Columns and where they come from (the closest honest Celery meaning of the seed'
 - scheduled / oldest scheduled: ETA and countdown tasks workers hold until their time.
 - blocked / oldest blocked: tasks that found no concurrency slot (dojo.ops.limits.semaphores).
 - failed / finished: results stored in the last 24 h (django-celery-results) with state
-  FAILURE / SUCCESS, by the backend and queue kept in their meta (dojo.celery.remember_queue;
+  FAILURE / SUCCESS, by the backend and queue kept in their meta (dojo.worker.signals.remember_queue;
   a result without a backend counts for the main one), counted at most RESULTS_CACHE_SECONDS ago.
 - latency: age of the oldest ready message, the next one a worker will take, from the
-  publish time stamped in its headers (dojo.celery.stamp_publish_time). None ("-") on
+  publish time stamped in its headers (dojo.publishing.stamp_publish_time). None ("-") on
   brokers that cannot show a message without taking it (RabbitMQ), for a message published
   without the stamp, and for an empty queue.
 - live workers: answering workers that consume the queue now (a paused queue has none).
@@ -24,22 +24,21 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+from celery import states
 from django.conf import settings
 from django.core.cache import cache
 from django.db import DatabaseError
-from django.db.models import Count, JSONField
-from django.db.models.fields.json import KeyTextTransform
-from django.db.models.functions import Cast
-from django.utils import timezone
 
 from dojo.ops.brokers.connection import BrokerUnavailable, broker_connection
-from dojo.ops.brokers.depth import QueueDepth, read_depths
 from dojo.ops.brokers.queues import configured_queues
-from dojo.ops.brokers.registry import DEFAULT_ALIAS, Broker, get_broker
-from dojo.ops.controls.pauses import paused_queues
+from dojo.ops.brokers.registry import Broker, get_broker
+from dojo.ops.brokers.transport import QueueDepth
+from dojo.ops.fleet.load import WorkerLoad, worker_loads
+from dojo.ops.fleet.pauses import paused_queues
 from dojo.ops.fleet.status import CeleryStatus
 from dojo.ops.fleet.status_cache import get_status
 from dojo.ops.limits.semaphores import blocked_by_queue
+from dojo.ops.read_models.stored_results import count_results as count_results_by
 from dojo.ops.redaction import redact
 
 logger = logging.getLogger(__name__)
@@ -52,7 +51,7 @@ CONFIGURATION, WORKER, PAUSE, PERIODIC = "configuration", "worker", "pause", "pe
 
 
 @dataclass(frozen=True)
-class QueueRow:
+class QueueTableRow:
     name: str
     ready_count: int | None  # None: the broker could not be read
     claimed_count: int
@@ -71,21 +70,11 @@ class QueueRow:
 @dataclass
 class QueueTable:
     backend: str
-    rows: list[QueueRow]
-    shared_rows: list[QueueRow]  # queues known only from a pause or a periodic entry
+    rows: list[QueueTableRow]
+    shared_rows: list[QueueTableRow]  # queues known only from a pause or a periodic entry
     broker_error: str | None
     read_at: datetime
     results_error: str | None = None  # the result store could not be counted
-
-
-@dataclass
-class _WorkerLoad:
-    """What the live workers hold for one queue."""
-
-    claimed: int = 0
-    scheduled: int = 0
-    oldest_eta: datetime | None = None
-    consumers: int = 0
 
 
 @dataclass
@@ -97,33 +86,33 @@ class ResultCounts:
     error: str | None = None
 
 
-def queue_table(backend: Broker | None = None) -> QueueTable:
-    """The queues table of `backend` (the main one if None). Never raises for the broker: when
+def queue_table(broker: Broker | None = None) -> QueueTable:
+    """The queues table of `broker` (the main one if None). Never raises for the broker: when
     it is unreachable the rows hold what is known, ready counts are None, broker_error says why."""
-    backend = backend or get_broker()
+    broker = broker or get_broker()
     read_at = datetime.now(UTC)
-    status = get_status(backend=backend)
-    loads = _worker_loads(status)
-    paused = paused_queues(backend.alias)
-    blocked = blocked_by_queue(backend.alias)
+    status = get_status(broker=broker)
+    loads = worker_loads(status.worker_replies)
+    paused = paused_queues(broker.alias)
+    blocked = blocked_by_queue(broker.alias)
     sources = _sources(loads, paused, _periodic_queues())
-    depths, broker_error = _read_depths(backend, status, list(sources))
+    depths, broker_error = _read_depths(broker, status, list(sources))
     results = result_counts()
     now = time.time()
 
-    def row(name: str) -> QueueRow:
-        load = loads.get(name, _WorkerLoad())
+    def row(name: str) -> QueueTableRow:
+        load = loads[name]
         depth = depths.get(name)
         waiting = blocked.get(name)
         stamp = depth.oldest_published_at if depth else None
-        return QueueRow(
+        return QueueTableRow(
             name=name,
             ready_count=depth.ready if depth else None,
             claimed_count=load.claimed,
             scheduled_count=load.scheduled,
             blocked_count=waiting.count if waiting else 0,
-            failed_count=results.failed[backend.alias, name],
-            finished_count=results.finished[backend.alias, name],
+            failed_count=results.failed[broker.alias, name],
+            finished_count=results.finished[broker.alias, name],
             paused=name in paused,
             latency_seconds=max(0.0, now - stamp) if stamp is not None else None,
             live_worker_count=load.consumers,
@@ -134,7 +123,7 @@ def queue_table(backend: Broker | None = None) -> QueueTable:
 
     rows = [row(name) for name in sources]
     return QueueTable(
-        backend=backend.alias,
+        backend=broker.alias,
         rows=[r for r in rows if {CONFIGURATION, WORKER} & set(r.sources)],
         shared_rows=[r for r in rows if not {CONFIGURATION, WORKER} & set(r.sources)],
         broker_error=broker_error,
@@ -143,15 +132,15 @@ def queue_table(backend: Broker | None = None) -> QueueTable:
     )
 
 
-def known_queues(backend: Broker | None = None) -> set[str]:
-    """Every queue name the table would list for `backend`: configured, consumed by a worker of
+def known_queues(broker: Broker | None = None) -> set[str]:
+    """Every queue name the table would list for `broker`: configured, consumed by a worker of
     the cached status, paused or named by a periodic entry."""
-    backend = backend or get_broker()
-    loads = _worker_loads(get_status(backend=backend))
-    return set(_sources(loads, paused_queues(backend.alias), _periodic_queues()))
+    broker = broker or get_broker()
+    loads = worker_loads(get_status(broker=broker).worker_replies)
+    return set(_sources(loads, paused_queues(broker.alias), _periodic_queues()))
 
 
-def _sources(loads: dict[str, _WorkerLoad], paused: set[str], periodic: set[str]) -> dict[str, list[str]]:
+def _sources(loads: dict[str, WorkerLoad], paused: set[str], periodic: set[str]) -> dict[str, list[str]]:
     """Each known queue with where it was learnt: configured queues first (default queue
     first), then the others by name."""
     configured = configured_queues()
@@ -164,46 +153,16 @@ def _sources(loads: dict[str, _WorkerLoad], paused: set[str], periodic: set[str]
     return {name: sources[name] for name in [*configured, *others]}
 
 
-def _read_depths(backend: Broker, status: CeleryStatus, names: list[str]) -> tuple[dict[str, QueueDepth], str | None]:
+def _read_depths(broker: Broker, status: CeleryStatus, names: list[str]) -> tuple[dict[str, QueueDepth], str | None]:
     """Depths read now; none (and the reason) when the broker is unreachable. A status that
     has just found the broker down saves a second wait for the same answer."""
     if not status.broker_status:
         return {}, status.error or "The broker is unreachable."
     try:
-        with broker_connection(backend=backend) as conn:
-            return read_depths(conn, backend, names), None
+        with broker_connection(broker=broker) as conn:
+            return broker.transport.depths(conn, names), None
     except BrokerUnavailable as exc:
         return {}, str(exc)
-
-
-def _worker_loads(status: CeleryStatus) -> dict[str, _WorkerLoad]:
-    """Per queue: tasks the answering workers hold, by the routing key they were delivered
-    with (each queue's own name here), and how many workers consume it."""
-    loads: dict[str, _WorkerLoad] = {}
-    for reply in status.worker_replies.values():
-        for queue in reply.get("active_queues", []):
-            loads.setdefault(queue, _WorkerLoad()).consumers += 1
-        for task in [*reply.get("active", []), *reply.get("reserved", [])]:
-            loads.setdefault(_queue_of(task), _WorkerLoad()).claimed += 1
-        for task in reply.get("scheduled", []):
-            load = loads.setdefault(_queue_of(task), _WorkerLoad())
-            load.scheduled += 1
-            eta = _parse_eta(task.get("eta"))
-            if eta is not None and (load.oldest_eta is None or eta < load.oldest_eta):
-                load.oldest_eta = eta
-    return loads
-
-
-def _queue_of(task: dict) -> str:
-    return (task.get("delivery_info") or {}).get("routing_key") or ""
-
-
-def _parse_eta(value: str | None) -> datetime | None:
-    try:
-        eta = datetime.fromisoformat(value) if value else None
-    except ValueError:
-        return None
-    return eta.replace(tzinfo=eta.tzinfo or UTC) if eta else None
 
 
 def _periodic_queues() -> set[str]:
@@ -228,23 +187,14 @@ def result_counts() -> ResultCounts:
 
 
 def count_results() -> ResultCounts:
-    """FAILURE and SUCCESS results of the last 24 h by backend and queue, in one grouped query (both
-    are read from the JSON text of `meta`; date_done is indexed)."""
-    from django_celery_results.models import TaskResult
-
+    """FAILURE and SUCCESS results of the last 24 h by broker and queue (dojo.ops.read_models.stored_results)."""
     counts = ResultCounts()
-    meta = Cast("meta", JSONField())
-    rows = (
-        TaskResult.objects.filter(date_done__gte=timezone.now() - RESULTS_WINDOW, status__in=("FAILURE", "SUCCESS"))
-        .annotate(backend=KeyTextTransform("backend", meta), queue=KeyTextTransform("queue", meta))
-        .values_list("backend", "queue", "status")
-        .annotate(n=Count("id"))
-        .order_by()
-    )
     try:
-        for backend, queue, state, n in rows:
-            (counts.failed if state == "FAILURE" else counts.finished)[backend or DEFAULT_ALIAS, queue or ""] += n
+        grouped = count_results_by(("backend", "queue", "status"), RESULTS_WINDOW, (states.FAILURE, states.SUCCESS))
     except DatabaseError as exc:  # e.g. a meta that is not JSON: the table still shows the rest
         logger.warning("Counting stored results by queue failed: %s", exc)
         counts.error = redact(f"{type(exc).__name__}: {exc}")
+        return counts
+    for (alias, queue, state), n in grouped.items():
+        (counts.failed if state == states.FAILURE else counts.finished)[alias, queue] += n
     return counts

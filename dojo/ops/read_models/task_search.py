@@ -4,12 +4,10 @@ import json
 import time
 from dataclasses import dataclass
 
-from django.conf import settings
 from django.db.models import Q
 
-from dojo.ops.fleet.status import TASK_LISTS, CeleryStatus
-
-LIVE_STATES = {"active": "ACTIVE", "reserved": "RESERVED", "scheduled": "SCHEDULED"}
+from dojo.ops.fleet.status import LIVE_STATES, TASK_LISTS, CeleryStatus
+from dojo.ops.read_models.stored_results import results_stored
 
 
 @dataclass(frozen=True)
@@ -66,7 +64,7 @@ def _live_tasks(status: CeleryStatus, query: TaskQuery) -> list[dict]:
 
 def _stored_tasks(query: TaskQuery, limit: int) -> list[dict]:
     """Stored results from django-celery-results (only when it is the result backend)."""
-    if limit <= 0 or settings.CELERY_RESULT_BACKEND != "django-db" or query.state in LIVE_STATES.values():
+    if limit <= 0 or not results_stored() or query.state in LIVE_STATES.values():
         return []
     from django_celery_results.models import TaskResult
 

@@ -1,0 +1,54 @@
+"""What the answering workers hold for each queue, from their status replies: one aggregation for
+the status document's consumer counts, the queues table and the panel's queues page."""
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+
+@dataclass
+class WorkerLoad:
+    """One queue's share of the live workers."""
+
+    claimed: int = 0  # reserved (prefetched) plus active
+    scheduled: int = 0  # ETA/countdown tasks held until they are due
+    oldest_eta: datetime | None = None
+    consumed_by: dict[str, dict] = field(default_factory=dict)  # worker -> its binding of the queue
+
+    @property
+    def consumers(self) -> int:
+        return len(self.consumed_by)
+
+
+def worker_loads(replies: dict[str, dict]) -> defaultdict[str, WorkerLoad]:
+    """Per queue: the tasks the workers hold, by the routing key they were delivered with (each
+    queue's own name here), and the workers that consume it. A queue nobody holds or consumes
+    reads as an empty load."""
+    loads: defaultdict[str, WorkerLoad] = defaultdict(WorkerLoad)
+    for worker, reply in replies.items():
+        bindings = (reply.get("consumer") or {}).get("queues")
+        if bindings is None:  # a reply without the "consumer" key: names only
+            bindings = [{"name": name} for name in reply.get("active_queues", [])]
+        for binding in bindings:
+            loads[binding["name"]].consumed_by[worker] = binding
+        for task in [*reply.get("active", []), *reply.get("reserved", [])]:
+            loads[_queue_of(task)].claimed += 1
+        for task in reply.get("scheduled", []):
+            load = loads[_queue_of(task)]
+            load.scheduled += 1
+            eta = _parse_eta(task.get("eta"))
+            if eta is not None and (load.oldest_eta is None or eta < load.oldest_eta):
+                load.oldest_eta = eta
+    return loads
+
+
+def _queue_of(task: dict) -> str:
+    return (task.get("delivery_info") or {}).get("routing_key") or ""
+
+
+def _parse_eta(value: str | None) -> datetime | None:
+    try:
+        eta = datetime.fromisoformat(value) if value else None
+    except ValueError:
+        return None
+    return eta.replace(tzinfo=eta.tzinfo or UTC) if eta else None
