@@ -13,6 +13,21 @@ class IsSuperUser(BasePermission):
         return bool(request.user and request.user.is_authenticated and request.user.is_superuser)
 
 
+# Django's own permission on stored results; the project asks it for task data on every page.
+TASK_DATA_PERMISSION = "django_celery_results.view_taskresult"
+TASK_DATA_HIDDEN = (
+    "Arguments, results, tracebacks and meta are hidden: they need the permission "
+    f"{TASK_DATA_PERMISSION} (or a superuser)."
+)
+
+
+def may_see_task_data(user: AbstractBaseUser | AnonymousUser | None) -> bool:
+    """Whether `user` may see task arguments, keyword arguments, results, tracebacks and meta:
+    superusers and holders of django-celery-results' own view permission. Everyone else sees a
+    task's id, name, state, times, worker and queue."""
+    return bool(user and user.is_authenticated and (user.is_superuser or user.has_perm(TASK_DATA_PERMISSION)))
+
+
 def controls_enabled() -> bool:
     """False when DD_CELERY_READ_ONLY turns every Celery control off."""
     return not settings.CELERY_READ_ONLY

@@ -339,10 +339,16 @@ def shared_database(transactional_db) -> str:
     return f"sqlite:///{connection.settings_dict['NAME']}"
 
 
-def make_user(username: str, *, staff: bool = False, superuser: bool = False) -> User:
-    return User.objects.create_user(
+def make_user(username: str, *, staff: bool = False, superuser: bool = False, permissions: tuple = ()) -> User:
+    """A user; `permissions` are codenames (view_taskresult lets a staff user see task data)."""
+    user = User.objects.create_user(
         username, password="pw-" + username, is_staff=staff or superuser, is_superuser=superuser
     )
+    if permissions:
+        from django.contrib.auth.models import Permission
+
+        user.user_permissions.add(*Permission.objects.filter(codename__in=permissions))
+    return user
 
 
 @pytest.fixture

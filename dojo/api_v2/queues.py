@@ -1,6 +1,8 @@
 """The dashboard's queues table and a queue's break down (staff, read only). Thin: the service
 (dojo.ops.read_models.queue_table, .breakdown) does the work; these views map its errors to HTTP."""
 
+from dataclasses import replace
+
 from drf_spectacular.utils import OpenApiResponse
 from rest_framework import serializers, status
 from rest_framework.request import Request
@@ -15,7 +17,7 @@ from dojo.ops.brokers.connection import BrokerUnavailable
 from dojo.ops.brokers.transport import PeekUnsupported
 from dojo.ops.read_models.breakdown import FIRST_DEFAULT, QueueNotFound, breakdown
 from dojo.ops.read_models.queue_table import queue_table
-from dojo.permissions import IsStaff
+from dojo.permissions import IsStaff, may_see_task_data
 
 FIRST_MAX = 1000
 
@@ -78,6 +80,10 @@ class QueueBreakdownSerializer(serializers.Serializer):
     complete = serializers.BooleanField(
         help_text="False when the scan stopped at DD_CELERY_BREAKDOWN_SECONDS: the counts cover the messages scanned."
     )
+    arguments_hidden = serializers.BooleanField(
+        help_text="True when the caller may not see task arguments (superusers and holders of "
+        "django_celery_results.view_taskresult may): every args_preview is then empty."
+    )
 
 
 class CeleryQueuesView(APIView):
@@ -121,4 +127,7 @@ class CeleryQueueBreakdownView(APIView):
             return Response({"detail": str(exc)}, status=status.HTTP_404_NOT_FOUND)
         except BrokerUnavailable as exc:
             return Response({"detail": f"Celery broker unreachable: {exc}"}, status=status.HTTP_503_SERVICE_UNAVAILABLE)
-        return Response(QueueBreakdownSerializer(found).data)
+        hidden = not may_see_task_data(request.user)
+        if hidden:
+            found = replace(found, messages=[replace(message, args_preview="") for message in found.messages])
+        return Response(QueueBreakdownSerializer({**vars(found), "arguments_hidden": hidden}).data)

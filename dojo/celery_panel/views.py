@@ -17,16 +17,24 @@ from dojo.celery_panel.backends.workers import offline_row, worker_row
 from dojo.celery_panel.conf import backend, panel_settings
 from dojo.celery_panel.configuration import celery_settings
 from dojo.celery_panel.controls import task_controls
+from dojo.celery_panel.task_data import visible
 from dojo.ops.brokers.registry import DEFAULT_ALIAS
 from dojo.ops.fleet.seen_workers import seen_workers
 from dojo.ops.fleet.status_cache import get_status
 from dojo.ops.read_models.stored_results import ACTIVITY_WINDOW, recent_activity
+from dojo.permissions import TASK_DATA_HIDDEN, may_see_task_data
 
 
 def _render(request: HttpRequest, template: str, title: str, kind: str | None, **context) -> HttpResponse:
+    """Every panel page: the admin's context, which backend served it, and its page object stripped
+    of the task data the user may not see (dojo.celery_panel.task_data)."""
     served_by = backend(kind) if kind else None
+    if "page" in context:
+        context["page"] = visible(request, context["page"])
     context.update(
         admin.site.each_context(request),
+        task_data_hidden=not may_see_task_data(request.user),
+        task_data_note=TASK_DATA_HIDDEN,
         title=title,
         backend_name=type(served_by).__name__ if served_by else None,
         backend_description=getattr(served_by, "BACKEND_DESCRIPTION", ""),

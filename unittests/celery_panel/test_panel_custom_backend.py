@@ -44,7 +44,7 @@ def test_the_documented_backend_serves_the_tasks_page(doc_backend, client):
     original = app.conf.result_backend
     app.conf.result_backend = doc_backend.result_backend  # the example reads the app it is given
     try:
-        client.force_login(make_user("staff", staff=True))
+        client.force_login(make_user("staff", staff=True, permissions=("view_taskresult",)))
         page = client.get(reverse("celery_panel:tasks")).content.decode()
         assert "RedisResultsTasksBackend" in page
         assert "Redis result backend (celery-task-meta-* keys)" in page

@@ -69,7 +69,8 @@ def stored(
 
 @pytest.fixture
 def staff_client(client, db):
-    client.force_login(make_user("staff", staff=True))
+    """A staff user who may see task data (the rule itself: test_task_data_visibility.py)."""
+    client.force_login(make_user("staff", staff=True, permissions=("view_taskresult",)))
     return client
 
 

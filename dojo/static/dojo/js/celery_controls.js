@@ -121,7 +121,7 @@
       ["Id", "Task", "Priority", "ETA", "Age", "Arguments (truncated)"],
       found.messages.map(function (m) {
         var age = m.age_seconds === null ? null : m.age_seconds.toFixed(1) + " s";
-        return [m.id, m.task, m.priority, m.eta, age, m.args_preview];
+        return [m.id, m.task, m.priority, m.eta, age, found.arguments_hidden ? "hidden" : m.args_preview];
       })
     );
     if (root.dataset.revokeUrl) { addRevokeButtons(listed, found.messages); }
