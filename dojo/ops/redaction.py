@@ -1,13 +1,15 @@
 """Every secret masked, in one place: what pages, API answers, log lines and the CLI show.
 
 One rule says which keys hold secrets (`is_secret_key`); it masks settings and options
-(`mask`), query parameters of URLs and URL passwords (`mask_url`), task argument previews
-(`args_preview`), and `redact` removes every configured broker's password from free text such
-as an exception message.
+(`mask`), URL passwords, usernames that look like tokens and secret query parameters
+(`mask_url`), task argument previews (`args_preview`: values under secret keys, and positional
+values that look like credentials, `mask_text`), and `redact` removes every configured
+broker's secrets from free text such as an exception message or a log line.
 
 The key rule: a key is secret when one of its words (split on non-letters and camelCase) is
-a secret word (password, secret, token, auth, ...), contains one (dbpassword, accesstoken), or
-when its last word is "key" (api_key, secret_access_key) except a routing or binding key.
+a secret word (password, secret, token, auth, signature, cookie, ...: the words of Django's
+SafeExceptionReporterFilter that fit key names), contains one (dbpassword, accesstoken), or when
+its last word is "key" (api_key, secret_access_key) except a routing or binding key.
 """
 
 import re
@@ -21,10 +23,21 @@ from dojo.ops.literals import NotALiteral, parse_literal
 MASK = "****"
 PREVIEW_CHARS = 100
 SECRET_WORDS = frozenset(
-    {"pass", "pwd", "passphrase", "apikey", "auth", "authorization", "credential", "credentials", "secret", "token"}
+    {
+        *("pass", "pwd", "passphrase", "apikey", "auth", "authorization", "credential", "credentials"),
+        *("secret", "token", "signature", "cookie", "sessionid"),
+    }
 )
 SECRET_STEMS = ("password", "passwd", "secret", "token", "credential")  # inside a longer word too
 HARMLESS_KEY_WORDS = frozenset({"routing", "binding"})  # routing_key, binding_key: part of the topology
+# A URL's user without a password is a login name (guest, default) or a token (rediss://TOKEN@host).
+LOGIN_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,15}")
+# Credentials that need no key to be recognised: a JWT, well-known token prefixes (GitHub, Slack,
+# Stripe, AWS access keys), a private key block.
+TOKEN_SHAPE = re.compile(
+    r"eyJ[\w-]{8,}\.[\w-]{8,}\.[\w-]{8,}|(?:ghp|gho|ghs|github_pat|xox[abpr]|sk_live|rk_live)_?[\w-]{10,}"
+    r"|AKIA[0-9A-Z]{16}|-----BEGIN [A-Z ]*PRIVATE KEY-----"
+)
 # key: value or key=value, in a repr that may be cut short. The value is a quoted string (maybe
 # cut, so the closing quote is optional), a bare token (a number, a name), or anything else (a
 # container, an object's repr), taken to the end of the text: where a cut value ends cannot be told.
@@ -55,8 +68,8 @@ def mask(value: Any, key: str = "") -> Any:
         return {k: mask(v, str(k)) for k, v in value.items()}
     if isinstance(value, list | tuple | set | frozenset):
         return [mask(item) for item in value]
-    if isinstance(value, str) and "://" in value:
-        return mask_url(value)
+    if isinstance(value, str):
+        return mask_text(value)
     return value
 
 
@@ -71,17 +84,19 @@ def mask_url(url: str) -> str:
 def _mask_one(url: str) -> str:
     try:
         parts = urlsplit(url)
-        password = parts.password
+        password, username = parts.password, parts.username
     except ValueError:
         return MASK  # unparseable: show nothing rather than risk a secret
     query_secret = any(is_secret_key(key) for key, _ in parse_qsl(parts.query))
-    if not password and not query_secret:
+    user_is_token = bool(username) and password is None and not LOGIN_NAME.fullmatch(unquote(username))
+    if not password and not query_secret and not user_is_token:
         return url
     netloc = parts.netloc
+    userinfo, _, hostinfo = netloc.rpartition("@")
     if password:
-        userinfo, _, hostinfo = netloc.rpartition("@")
-        user = userinfo.split(":", 1)[0]
-        netloc = f"{user}:{MASK}@{hostinfo}"
+        netloc = f"{userinfo.split(':', 1)[0]}:{MASK}@{hostinfo}"
+    elif user_is_token:
+        netloc = f"{MASK}@{hostinfo}"
     query = parts.query
     if query_secret:
         pairs = parse_qsl(query, keep_blank_values=True)
@@ -91,17 +106,35 @@ def _mask_one(url: str) -> str:
 
 
 def redact(text: str) -> str:
-    """Remove every configured broker's password from `text` (an exception message, say)."""
+    """Remove every configured broker's secrets (passwords, token usernames, secret query values)
+    from `text` (an exception message, a log line, say)."""
+    for secret in _broker_secrets():
+        text = text.replace(secret, MASK)
+    return text
+
+
+def mask_text(text: str) -> str:
+    """A string with no key to tell by: a URL with its secrets masked, a credential in a
+    well-known token shape masked whole, anything else as it is."""
+    if "://" in text:
+        return mask_url(text)
+    return MASK if TOKEN_SHAPE.search(text) else text
+
+
+def _broker_secrets() -> set[str]:
+    secrets = set()
     for part in ";".join(_configured_broker_urls()).split(";"):
         try:
-            password = urlsplit(part).password
+            parts = urlsplit(part)
+            password, username = parts.password, parts.username
         except ValueError:
             continue
-        if not password:
-            continue
-        for secret in {password, unquote(password)}:
-            text = text.replace(secret, MASK)
-    return text
+        found = [password] if password else []
+        if username and password is None and not LOGIN_NAME.fullmatch(unquote(username)):
+            found.append(username)
+        found += [value for key, value in parse_qsl(parts.query) if is_secret_key(key) and value]
+        secrets.update(item for secret in found for item in (secret, unquote(secret)))
+    return secrets
 
 
 def _configured_broker_urls() -> list[str]:
@@ -126,7 +159,7 @@ def mask_repr(text: str) -> str:
     try:
         value = parse_literal(text)
     except NotALiteral:
-        return KEY_ITEM.sub(_mask_item, text)
+        return TOKEN_SHAPE.sub(MASK, KEY_ITEM.sub(_mask_item, text))
     return repr(_mask_values(value))
 
 
@@ -137,9 +170,10 @@ def _mask_item(found: re.Match) -> str:
 
 
 def _mask_values(value: Any) -> Any:
-    """Like `mask`, for a decoded repr: masks values under secret keys, keeps types and URLs."""
+    """Like `mask`, for a decoded repr: masks values under secret keys and values that look like
+    credentials (positional arguments have no key), keeps types."""
     if isinstance(value, dict):
         return {key: MASK if is_secret_key(str(key)) else _mask_values(item) for key, item in value.items()}
     if isinstance(value, list | tuple):
         return type(value)(_mask_values(item) for item in value)
-    return value
+    return mask_text(value) if isinstance(value, str) else value

@@ -40,7 +40,10 @@ def broker_connection(timeout: float | None = None, broker: Broker | None = None
     timeout = broker_timeout() if timeout is None else timeout
     broker = broker or get_broker()
     options = _bounded_transport_options(broker, timeout)
-    conn = Connection(broker.broker_url, connect_timeout=timeout, transport_options=options)
+    try:
+        conn = Connection(broker.broker_url, connect_timeout=timeout, transport_options=options)
+    except (TypeError, ValueError) as exc:  # kombu cannot parse the URL (a query key it also sets, say)
+        raise BrokerUnavailable(f"The broker URL of backend {broker.alias} cannot be used: {redact(str(exc))}") from exc
     # Channel errors that reach here are refusals (a wrong password, no permission): the
     # broker cannot be used. NOT_FOUND on a passive declare is handled where it is expected.
     errors = (OSError, OperationalError, *conn.connection_errors, *conn.channel_errors)
