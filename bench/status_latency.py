@@ -26,6 +26,7 @@ import http.client
 import json
 import math
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -131,6 +132,7 @@ def base_env(redis_port: int, database: Path) -> dict[str, str]:
         DD_CELERY_RESULT_BACKEND=f"redis://127.0.0.1:{redis_port}/1",
         DD_DATABASE_URL=f"sqlite:///{database}",
         DD_ALLOWED_HOSTS="127.0.0.1",
+        DD_SECRET_KEY=secrets.token_urlsafe(50),  # the web server refuses the development key
         # Every request reads the broker and the workers (no cache), and none is throttled.
         DD_CELERY_STATUS_CACHE_SECONDS="0",
         DD_CELERY_API_THROTTLE_RATE="1000000/s",

@@ -6,6 +6,11 @@
 set -euo pipefail
 . "$(dirname "$0")/bootstrap.sh" requirements.txt
 mkdir -p var/log
+if [ -z "${DD_SECRET_KEY:-}" ]; then  # made once, kept under var/ (the web server refuses the public dev key)
+  [ -s var/secret_key ] || (umask 077 && python -c "import secrets; print(secrets.token_urlsafe(50))" > var/secret_key)
+  DD_SECRET_KEY="$(cat var/secret_key)"
+  export DD_SECRET_KEY
+fi
 
 python manage.py migrate --noinput -v 0
 python manage.py ensure_superuser --username "${DD_ADMIN_USER:-admin}"

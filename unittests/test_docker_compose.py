@@ -9,6 +9,7 @@ import os
 import shlex
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -134,3 +135,23 @@ def test_required_variable_missing_fails(docker_compose, tmp_path, missing):
         assert result.returncode != 0, result.stdout
         # The `${VAR:?set VAR}` message of docker-compose.yml names the variable.
         assert f"set {missing}" in result.stderr
+
+
+def test_the_compose_configuration_passes_djangos_deploy_checks(config):
+    """`manage.py check --deploy` is clean for the web service's environment (issue 11, item 7):
+    HTTPS-only cookies, the proxy's TLS header, the HTTPS redirect and HSTS are on. Before the
+    DD_SECURE_ settings existed, this reported security.W004, W008, W012 and W016."""
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("DD_")}
+    environment.update({k: str(v) for k, v in config["services"]["web"]["environment"].items() if v is not None})
+    environment["DD_SECRET_KEY"] = "a-long-random-key-" + "k3Y9q" * 10  # W009 wants 50 characters
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+        cwd=ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "no issues" in result.stdout

@@ -16,6 +16,7 @@ from rest_framework import serializers, status
 from rest_framework.exceptions import ParseError, UnsupportedMediaType, ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
 from dojo.api_v2.control_serializers import (
@@ -53,6 +54,10 @@ class CeleryControlView(APIView):
     """One control: validate, act through the service, map its errors to HTTP, audit."""
 
     permission_classes = [CanControlCelery]
+    # DD_CELERY_CONTROL_THROTTLE_RATE per user; refusals count too (permission_denied), so nobody
+    # floods the audit log.
+    throttle_classes = [ScopedRateThrottle]
+    throttle_scope = "celery_controls"
     celery_permission: str  # a codename of dojo.CeleryAuditLog's Meta permissions
     audit_action: str
     request_serializer: type[serializers.Serializer]
@@ -115,6 +120,9 @@ class CeleryControlView(APIView):
         return Response(self.response_serializer(result).data)
 
     def permission_denied(self, request: Request, message: str | None = None, code: str | None = None) -> None:
+        """Refused: audited (for a signed-in user) unless over the rate, which answers 429 instead.
+        DRF checks permissions before throttles; a refusal checks the throttle first."""
+        self.check_throttles(request)
         if request.user and request.user.is_authenticated:
             self._audit(request, _raw_values(request), Result.REFUSED, detail=message or "permission denied")
         super().permission_denied(request, message=message, code=code)

@@ -10,8 +10,17 @@ BASE_DIR = Path(__file__).resolve().parent.parent.parent
 VAR_DIR = BASE_DIR / "var"
 
 env = environ.Env(
-    # Django's signing key; the default is for development only.
-    DD_SECRET_KEY=(str, "dev-only-insecure-key-change-me"),
+    # Django's signing key. Without one, a development key is used and the web server (dojo/wsgi.py)
+    # refuses to start unless DD_DEBUG is on; scripts/run.sh makes one once and keeps it under var/.
+    DD_SECRET_KEY=(str, ""),
+    # Send the session and CSRF cookies over HTTPS only (on behind TLS, as in docker-compose.yml).
+    DD_SECURE_COOKIES=(bool, False),
+    # Trust X-Forwarded-Proto: https from the reverse proxy that terminates TLS.
+    DD_SECURE_PROXY_SSL_HEADER=(bool, False),
+    # Redirect plain HTTP to HTTPS (the health probes and /metrics are exempt: they are called inside).
+    DD_SECURE_SSL_REDIRECT=(bool, False),
+    # HSTS max-age in seconds (with subdomains and preload); 0 = off.
+    DD_SECURE_HSTS_SECONDS=(int, 0),
     # Debug pages and static serving by runserver; never on in production.
     DD_DEBUG=(bool, False),
     # Host names the web server answers to (comma separated).
@@ -61,6 +70,8 @@ env = environ.Env(
     DD_METRICS_TOKEN=(str, ""),
     # Requests per user to the expensive Celery endpoints (status, tasks, history), DRF rate syntax.
     DD_CELERY_API_THROTTLE_RATE=(str, "120/min"),
+    # Requests per user to the Celery controls (purge, pause, retry, revoke, ...), refusals included.
+    DD_CELERY_CONTROL_THROTTLE_RATE=(str, "60/min"),
     # Seconds between runs of the broker clean-up task scheduled by beat.
     DD_CELERY_PRUNE_BROKER_INTERVAL=(int, 300),
     # Hours a worker that stopped answering is still listed as offline in the admin's Celery panel.
@@ -70,8 +81,15 @@ env = environ.Env(
 )
 
 # --- Django core ---------------------------------------------------------
-SECRET_KEY = env("DD_SECRET_KEY")
+DEV_SECRET_KEY = "dev-only-insecure-key-change-me"  # never accepted by the web server without DD_DEBUG
+SECRET_KEY = env("DD_SECRET_KEY") or DEV_SECRET_KEY
 DEBUG = env("DD_DEBUG")
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = env("DD_SECURE_COOKIES")
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if env("DD_SECURE_PROXY_SSL_HEADER") else None
+SECURE_SSL_REDIRECT = env("DD_SECURE_SSL_REDIRECT")
+SECURE_REDIRECT_EXEMPT = [r"^api/v2/celery/health/", r"^metrics$"]
+SECURE_HSTS_SECONDS = env("DD_SECURE_HSTS_SECONDS")
+SECURE_HSTS_INCLUDE_SUBDOMAINS = SECURE_HSTS_PRELOAD = SECURE_HSTS_SECONDS > 0
 ALLOWED_HOSTS = env("DD_ALLOWED_HOSTS")
 DATABASES = {"default": env.db_url_config(env("DD_DATABASE_URL"))}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
@@ -154,7 +172,10 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["dojo.permissions.IsSuperUser"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_THROTTLE_RATES": {"celery": env("DD_CELERY_API_THROTTLE_RATE")},
+    "DEFAULT_THROTTLE_RATES": {
+        "celery": env("DD_CELERY_API_THROTTLE_RATE"),
+        "celery_controls": env("DD_CELERY_CONTROL_THROTTLE_RATE"),
+    },
 }
 
 SPECTACULAR_SETTINGS = {
