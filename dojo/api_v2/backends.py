@@ -22,6 +22,11 @@ class BackendField(serializers.CharField):
         except UnknownBroker as exc:
             raise serializers.ValidationError(str(exc)) from exc
 
+    def run_validation(self, data: object = serializers.empty) -> Broker:
+        """A blank alias is the main broker too (DRF returns "" for it without to_internal_value)."""
+        value = super().run_validation(data)
+        return value or get_broker()
+
 
 def requested_backend(request: Request) -> Broker:
     """The backend named by the `backend` query parameter; a 400 naming the field if it is unknown."""
