@@ -54,8 +54,10 @@ env = environ.Env(
     DD_CELERY_TASK_TIME_LIMIT=(int, 43200),
     # Seconds before a running task gets SoftTimeLimitExceeded; 0 turns it off.
     DD_CELERY_TASK_SOFT_TIME_LIMIT=(int, 0),
-    # Seconds after publishing that a task expires unless it sets its own; 0 = never.
+    # Seconds after its ETA (or its publishing, without one) that a task expires unless it sets its own; 0 = never.
     DD_CELERY_TASK_DEFAULT_EXPIRES=(int, 43200),
+    # Seconds a revoke lasts: stored, loaded by starting workers, kept by every worker (Celery's own: 3 h).
+    DD_CELERY_REVOKE_WINDOW=(int, 604800),
     # The most seconds any broker call made by the web process may take.
     DD_CELERY_BROKER_TIMEOUT=(float, 2.0),
     # Seconds the status document is cached; 0 reads the broker on every request.
@@ -232,6 +234,8 @@ CELERY_TASK_TIME_LIMIT = env("DD_CELERY_TASK_TIME_LIMIT") or None
 CELERY_TASK_SOFT_TIME_LIMIT = env("DD_CELERY_TASK_SOFT_TIME_LIMIT") or None
 # Not a Celery setting: applied to every published task by dojo.publishing.apply_default_expires.
 CELERY_TASK_DEFAULT_EXPIRES = env("DD_CELERY_TASK_DEFAULT_EXPIRES") or None
+# Not a Celery setting: how long a revoke lasts (dojo.ops.controls.revocations, dojo.worker.startup).
+CELERY_REVOKE_WINDOW = env("DD_CELERY_REVOKE_WINDOW")
 # Not a Celery setting: the bound on every broker call made by the web process.
 CELERY_BROKER_TIMEOUT = env("DD_CELERY_BROKER_TIMEOUT")
 # Not Celery settings: the status document, its alerts and history, and the metrics endpoint.

@@ -76,3 +76,30 @@ def limited_sleep(self, seconds: float, key: str = "demo") -> dict:
     started = time.time()
     time.sleep(seconds)
     return {"started": started, "ended": time.time(), "hostname": self.request.hostname, "pid": os.getpid()}
+
+
+@shared_task(name="dojo.tasks.back_off", bind=True)
+def back_off(self, countdowns: list[float]) -> dict:
+    """Retry itself once per entry of `countdowns`, waiting that many seconds each time, then
+    succeed: a task that backs off, for the tests of the default expiry on retries.
+
+    Returns how many retries it took and the ETA and expiry its last attempt ran with.
+    """
+    if self.request.retries < len(countdowns):
+        raise self.retry(countdown=countdowns[self.request.retries], max_retries=len(countdowns))
+    return {"retries": self.request.retries, "eta": self.request.eta, "expires": self.request.expires}
+
+
+@shared_task(
+    name="dojo.tasks.limited_sleep_one",
+    bind=True,
+    base=ConcurrencyLimitedTask,
+    concurrency_limit=1,
+    concurrency_key="limited_sleep_one:{key}",
+)
+def limited_sleep_one(self, seconds: float, key: str = "demo") -> dict:
+    """limited_sleep with at most one run per `key` at once: on a worker with two pool processes,
+    a second run with the same key waits for the slot (re-sending itself)."""
+    started = time.time()
+    time.sleep(seconds)
+    return {"started": started, "ended": time.time(), "hostname": self.request.hostname, "pid": os.getpid()}

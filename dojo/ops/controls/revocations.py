@@ -2,12 +2,14 @@
 
 A revoke reaches only the workers live at the time, and each keeps its revoked ids in memory:
 the revocation is therefore stored too, and a worker that starts later loads the recent ones
-(dojo/worker/startup.py). Recent means within DD_CELERY_TASK_DEFAULT_EXPIRES (a message older
-than that has expired anyway), or a day when that is off.
+(dojo/worker/startup.py). One window, DD_CELERY_REVOKE_WINDOW, says how long a revoke lasts:
+how long its row counts (and is kept: dojo.ops.observe.history prunes older ones), which rows a
+starting worker loads (each for what is left of its window) and how long every worker keeps a
+revoked id in memory (instead of Celery's 3 h). Revoking an id again starts its window anew.
 """
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.utils import timezone
@@ -18,7 +20,6 @@ from dojo.ops.brokers.registry import Broker, get_broker
 from dojo.ops.fleet.mailbox import broadcast
 from dojo.ops.fleet.status_cache import forget_status, live_workers
 
-DEFAULT_WINDOW_SECONDS = 24 * 3600
 TERMINATE_SIGNALS = ("SIGTERM", "SIGKILL")
 
 
@@ -36,14 +37,16 @@ class RevokeResult:
 
 
 def revocation_window() -> timedelta:
-    return timedelta(seconds=settings.CELERY_TASK_DEFAULT_EXPIRES or DEFAULT_WINDOW_SECONDS)
+    """How long a revoke lasts (DD_CELERY_REVOKE_WINDOW, at least a second)."""
+    return timedelta(seconds=max(1, settings.CELERY_REVOKE_WINDOW))
 
 
-def recent_revocations(backend_alias: str) -> list[str]:
-    """Task ids revoked on `backend_alias` within the revocation window, newest first."""
+def recent_revocations(backend_alias: str) -> list[tuple[str, datetime]]:
+    """(task id, when it was last revoked) of the ids revoked on `backend_alias` within the
+    revocation window, newest first."""
     since = timezone.now() - revocation_window()
     rows = TaskRevocation.objects.filter(backend=backend_alias, revoked_at__gte=since)
-    return list(rows.values_list("task_id", flat=True))
+    return list(rows.values_list("task_id", "revoked_at"))
 
 
 def revoke_task(task_id: str, broker: Broker | None = None) -> RevokeResult:
@@ -88,15 +91,19 @@ def _stored_then_sent(
     destination: list[str] | None,
 ) -> dict[str, dict]:
     """Store the revocation first (a worker starting meanwhile loads it), then broadcast it;
-    a broadcast the broker refused leaves no new row behind."""
-    _row, created = TaskRevocation.objects.update_or_create(
-        backend=broker.alias, task_id=task_id, defaults={"terminate": terminate}
+    a broadcast the broker refused leaves the rows as they were. Revoking an id again refreshes
+    its time (the workers that get the broadcast restart theirs too)."""
+    before = TaskRevocation.objects.filter(backend=broker.alias, task_id=task_id).first()
+    row, created = TaskRevocation.objects.update_or_create(
+        backend=broker.alias, task_id=task_id, defaults={"terminate": terminate, "revoked_at": timezone.now()}
     )
     try:
         replies = broadcast(broker, "revoke", arguments, expected_replies, destination)
     except BrokerUnavailable:
         if created:
-            TaskRevocation.objects.filter(backend=broker.alias, task_id=task_id).delete()
+            row.delete()
+        elif before is not None:
+            TaskRevocation.objects.filter(pk=row.pk).update(terminate=before.terminate, revoked_at=before.revoked_at)
         raise
     forget_status(broker)
     return replies

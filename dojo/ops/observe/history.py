@@ -5,7 +5,7 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.utils import timezone
 
-from dojo.models import CeleryStatusSnapshot
+from dojo.models import CeleryStatusSnapshot, TaskRevocation
 from dojo.ops.brokers.registry import configured_brokers
 from dojo.ops.fleet.processes import prune_processes
 from dojo.ops.fleet.seen_workers import prune_seen
@@ -14,7 +14,8 @@ from dojo.ops.fleet.status_cache import get_status
 
 
 def record_snapshot() -> list[CeleryStatusSnapshot]:
-    """Store the current status of every backend and prune snapshots past the kept days."""
+    """Store the current status of every backend; prune snapshots past the kept days and
+    revocations past the revocation window."""
     snapshots = []
     for broker in configured_brokers().values():
         status = get_status(broker=broker)
@@ -23,7 +24,16 @@ def record_snapshot() -> list[CeleryStatusSnapshot]:
     CeleryStatusSnapshot.objects.filter(created_at__lt=cutoff).delete()
     prune_seen()
     prune_processes()
+    prune_revocations()
     return snapshots
+
+
+def prune_revocations() -> int:
+    """Delete the revocations older than DD_CELERY_REVOKE_WINDOW, the window in which
+    dojo.ops.controls.revocations counts them (that room is above this one); how many."""
+    cutoff = timezone.now() - timedelta(seconds=max(1, settings.CELERY_REVOKE_WINDOW))
+    deleted, _by_model = TaskRevocation.objects.filter(revoked_at__lt=cutoff).delete()
+    return deleted
 
 
 def _snapshot(status: CeleryStatus) -> CeleryStatusSnapshot:
