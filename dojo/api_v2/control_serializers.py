@@ -44,7 +44,13 @@ class TaskPurgeSerializer(serializers.Serializer):
     backend = serializers.CharField()
     queue = serializers.CharField()
     task_name = serializers.CharField()
-    purged = serializers.IntegerField(help_text="Ready messages of that task removed, every priority included.")
+    purged = serializers.IntegerField(
+        help_text="Ready messages of that task removed, every priority included (so far, when complete is false)."
+    )
+    complete = serializers.BooleanField(
+        help_text="False: the time budget (DD_CELERY_PURGE_TASK_SECONDS) ran out before every message was looked "
+        "at; the same request again goes on with the rest."
+    )
 
 
 class TaskIdRequestSerializer(serializers.Serializer):

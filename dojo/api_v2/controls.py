@@ -38,7 +38,7 @@ from dojo.ops.brokers.registry import Broker, get_broker
 from dojo.ops.brokers.transport import PurgeByNameUnsupported
 from dojo.ops.controls.audit import Result, record_action
 from dojo.ops.controls.pauses import InvalidQueueName, PauseResult, pause_queue, resume_queue
-from dojo.ops.controls.purge import PurgeResult, TaskPurgeResult, purge_queue, purge_task_name
+from dojo.ops.controls.purge import PurgeInterrupted, PurgeResult, TaskPurgeResult, purge_queue, purge_task_name
 from dojo.ops.controls.retry import NotRetryable, RetryResult, UnknownTask, retry_task
 from dojo.ops.controls.revocations import RevokeResult, TaskNotRunning, revoke_task, terminate_task
 from dojo.permissions import CanControlCelery
@@ -86,6 +86,10 @@ class CeleryControlView(APIView):
     def detail(self, result: Any) -> str:
         return ""
 
+    def failure(self, backend: Broker, exc: BrokerUnavailable) -> tuple[str, dict[str, int]]:
+        """The answer and the audit counts when the broker failed."""
+        return f"Celery broker of backend {backend.alias} unreachable, nothing was done: {exc}", {}
+
     def target(self, values: Mapping) -> str:
         return " ".join(str(values[name]) for name in self.target_fields if values.get(name) not in (None, ""))
 
@@ -108,8 +112,8 @@ class CeleryControlView(APIView):
         try:
             result = self.perform(request, data, backend)
         except BrokerUnavailable as exc:
-            message = f"Celery broker of backend {backend.alias} unreachable, nothing was done: {exc}"
-            self._audit(request, audited, Result.FAILED, detail=message)
+            message, counts = self.failure(backend, exc)
+            self._audit(request, audited, Result.FAILED, counts=counts, detail=message)
             return Response({"detail": message}, status=status.HTTP_503_SERVICE_UNAVAILABLE)
         except tuple(self.refusals) as exc:
             code, field = next(refusal for kind, refusal in self.refusals.items() if isinstance(exc, kind))
@@ -205,14 +209,36 @@ class CeleryQueuePurgeTaskView(CeleryControlView):
     request_serializer = TaskPurgeRequestSerializer
     response_serializer = TaskPurgeSerializer
     target_fields = ("queue", "task_name")
-    refusals = {UnknownQueue: (400, "queue"), PurgeByNameUnsupported: (400, "backend")}
-    summary = "Remove the ready messages of one task name from a configured queue (Redis only; 400 on other brokers)"
+    refusals = {UnknownQueue: (400, "queue"), PurgeByNameUnsupported: (400, "backend"), PurgeDisabled: (403, None)}
+    summary = (
+        "Remove the ready messages of one task name from a configured queue (Redis only; 400 on other brokers), "
+        "for at most DD_CELERY_PURGE_TASK_SECONDS: complete is false when that ran out"
+    )
 
     def perform(self, request: Request, data: dict, backend: Broker) -> TaskPurgeResult:
+        if not SystemSettings.load().allow_queue_purge:
+            raise PurgeDisabled("Queue purge is disabled in System Settings.")
         return purge_task_name(data["queue"], data["task_name"], backend)
 
     def counts(self, result: TaskPurgeResult) -> dict[str, int]:
         return {"purged": result.purged}
+
+    def detail(self, result: TaskPurgeResult) -> str:
+        if result.complete:
+            return ""
+        return (
+            f"partial: the time budget (DD_CELERY_PURGE_TASK_SECONDS) ran out after {result.purged} removed; "
+            "the same request again goes on with the rest"
+        )
+
+    def failure(self, backend: Broker, exc: BrokerUnavailable) -> tuple[str, dict[str, int]]:
+        if not isinstance(exc, PurgeInterrupted):
+            return super().failure(backend, exc)
+        message = (
+            f"Celery broker of backend {backend.alias} failed after {exc.purged} messages were removed (the "
+            f"window in flight may have been removed too, uncounted); the request again goes on: {exc}"
+        )
+        return message, {"purged": exc.purged}
 
 
 class CeleryTaskRetryView(CeleryControlView):

@@ -46,6 +46,8 @@ env = environ.Env(
     DD_CELERY_READ_ONLY=(bool, False),
     # The most seconds a queue's break down scans; past it the counts cover what was scanned.
     DD_CELERY_BREAKDOWN_SECONDS=(float, 10.0),
+    # The most seconds one purge by task name works; past it, it answers complete=false and a second call goes on.
+    DD_CELERY_PURGE_TASK_SECONDS=(float, 10.0),
     # Celery result backend; django-db stores results in the project's database.
     DD_CELERY_RESULT_BACKEND=(str, "django-db"),
     # The queues workers consume and the API may purge; the first is the default queue.
@@ -217,6 +219,7 @@ CELERY_BACKENDS = {
 # Not a Celery setting: turns off every control in the API and on the pages.
 CELERY_READ_ONLY = env("DD_CELERY_READ_ONLY")
 CELERY_BREAKDOWN_SECONDS = env("DD_CELERY_BREAKDOWN_SECONDS")
+CELERY_PURGE_TASK_SECONDS = env("DD_CELERY_PURGE_TASK_SECONDS")
 CELERY_RESULT_BACKEND = env("DD_CELERY_RESULT_BACKEND")
 CELERY_RESULT_EXTENDED = True
 CELERY_TASK_TRACK_STARTED = True

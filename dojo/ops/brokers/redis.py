@@ -8,6 +8,8 @@ LREM), so the helpers here give full key names and a plain client on the channel
 keeps the bounded socket timeouts of `broker_connection()`.
 """
 
+import time
+import uuid
 from collections import Counter
 from collections.abc import Iterator
 
@@ -16,10 +18,81 @@ from kombu.transport.redis import Channel
 from redis import Redis
 
 from dojo.ops.brokers import messages
-from dojo.ops.brokers.transport import QueueDepth, VirtualTransport, Within, count_task_names, oldest
+from dojo.ops.brokers.transport import (
+    PurgeTally,
+    QueueDepth,
+    VirtualTransport,
+    Within,
+    count_task_names,
+    oldest,
+)
 
 BATCH = 1000
-REMOVE_BATCH = 100  # LREMs per pipeline: each may walk a long list, and the round trip is time-bounded
+PURGE_WINDOW = 1000  # messages one purge call looks at near an end of the list (see PURGE_SCRIPT)
+PURGE_WINDOW_MAX = 8000  # ... and deep in it, where the LREM walk costs more than reading a wider window
+PURGE_WINDOW_MATCHES = 100  # messages one purge call removes, at most: each LSET seeks from an end of the list
+
+# One window of a purge by task name, atomic (a script runs alone on Redis): LRANGE the window
+# [start, start + window) counted from the head (wider deep in the list: a hundredth of the
+# distance to the nearer end, between ARGV[2] and ARGV[7], so sparse matches still share one
+# walk), mark each message of the task with the request's unique tombstone (LSET), stopping after
+# `most` of them, then remove the tombstones with one LREM from the end nearer the window, limited
+# to their count. Returns {removed, scanned, 1 if the window reached the end of the list else 0}.
+#
+# Which messages match is the rule of dojo.ops.brokers.messages.task_name: the first "task" key's
+# JSON string (unescaped with cjson when it holds escapes), else the envelope's headers.task;
+# ARGV[3], when not empty, is a substring every match contains, so most others are ruled out
+# without looking further.
+PURGE_SCRIPT = """
+local key, start, window, most = KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[6])
+local needle, name, tombstone = ARGV[3], ARGV[4], ARGV[5]
+local length = redis.call('LLEN', key)
+window = math.max(window, math.min(tonumber(ARGV[7]), math.floor(math.min(start, length - start) / 100)))
+local function task_of(raw)
+  local _, head = string.find(raw, '"task":%s*"')
+  if not head then
+    local ok, envelope = pcall(cjson.decode, raw)
+    if ok and type(envelope) == 'table' and type(envelope.headers) == 'table' then
+      return envelope.headers.task
+    end
+    return nil
+  end
+  local i, escaped = head + 1, false
+  while true do
+    local at = string.find(raw, '["\\\\]', i)
+    if not at then return nil end
+    if string.byte(raw, at) == 34 then
+      local literal = string.sub(raw, head + 1, at - 1)
+      if not escaped then return literal end
+      local ok, text = pcall(cjson.decode, '"' .. literal .. '"')
+      if ok then return text end
+      return nil
+    end
+    escaped, i = true, at + 2
+  end
+end
+local chunk = redis.call('LRANGE', key, start, start + window - 1)
+local removed, scanned = 0, 0
+for offset, raw in ipairs(chunk) do
+  if (needle == '' or string.find(raw, needle, 1, true)) and task_of(raw) == name then
+    redis.call('LSET', key, start + offset - 1, tombstone)
+    removed = removed + 1
+  end
+  scanned = offset
+  if removed == most then break end
+end
+if removed > 0 then
+  local after = length - (start + scanned)
+  if start <= after then
+    redis.call('LREM', key, removed, tombstone)
+  else
+    redis.call('LREM', key, -removed, tombstone)
+  end
+end
+local at_end = 0
+if scanned == #chunk and #chunk < window then at_end = 1 end
+return {removed, scanned, at_end}
+"""
 
 
 def priority_lists(channel: Channel, queue: str) -> list[str]:
@@ -72,45 +145,38 @@ class RedisTransport(VirtualTransport):
     def peek(self, conn: Connection, queue: str, first: int, within: Within) -> tuple[Counter, list[bytes]]:
         return count_task_names(within(iter_messages(conn, queue)), first)
 
-    def purge_task_name(self, conn: Connection, queue: str, task_name: str) -> int:
-        """Each list is scanned from its head (the newest end) in batches, and each match is removed
-        with ``LREM key 1 raw``: a message a worker took meanwhile is simply not found, so it is not
-        counted. Scanning from the head keeps positions stable while workers pop from the tail; new
-        messages pushed at the head only make some already-read messages be read again, which
-        removes nothing twice. (`iter_messages` counts positions from the tail, which shift under
-        both.) LREM walks the list from the head to the message, so purging deep into a very long
-        list costs O(length) per removed message; each call is bounded by the broker time bound."""
+    def purge_task_name(self, conn: Connection, queue: str, task_name: str, tally: PurgeTally) -> None:
+        """Remove `task_name`'s messages from every priority list of `queue`, one bounded window per
+        Redis call (`PURGE_SCRIPT`), until every list is scanned or `tally.deadline` passes; what
+        was removed is in `tally` as it goes, so a broker that fails mid-way still tells.
+
+        Windows are counted from the head (the newest end), which only producers move: a message
+        pushed meanwhile shifts the next window onto already-cleaned messages (read twice, removed
+        never twice), and workers taking from the tail change no position before it. Each window
+        is atomic, so a message a worker took is simply not there, and one it is about to take is
+        either removed or left whole. A reply lost to a timeout leaves that window's removals
+        uncounted, never counted twice. A call's cost: one LRANGE, an LSET per match (each seeks
+        from the nearer end of the list) and one LREM that walks from the nearer end to the
+        window; Redis has no removal by index, so deep in a very long list that walk is the bulk
+        of it (bench/purge_task_name.py)."""
         redis = client(conn)
-        return sum(_purge_list(redis, key, task_name) for key in priority_lists(conn.default_channel, queue))
-
-
-def _purge_list(redis: Redis, key: str, task_name: str) -> int:
-    removed = 0
-    start = 0
-    while chunk := redis.lrange(key, start, start + BATCH - 1):
-        matching = _matching(chunk, task_name)
-        removed_here = sum(
-            _remove(redis, key, matching[i : i + REMOVE_BATCH]) for i in range(0, len(matching), REMOVE_BATCH)
-        )
-        removed += removed_here
-        start += len(chunk) - removed_here  # the survivors after a removed message moved up by one
-    return removed
-
-
-def _matching(chunk: list[bytes], task_name: str) -> list[bytes]:
-    """The raw messages of `task_name` in `chunk`. A plain substring test first: most messages of
-    other tasks never need to be parsed."""
-    needle = task_name.encode() if _appears_verbatim(task_name) else b""
-    return [raw for raw in chunk if needle in raw and messages.task_name(raw) == task_name]
+        script = redis.register_script(PURGE_SCRIPT)
+        needle = task_name if _appears_verbatim(task_name) else ""
+        tombstone = f"dojo-purge-tombstone:{uuid.uuid4().hex}"
+        keys = priority_lists(conn.default_channel, queue)
+        for index, key in enumerate(keys):
+            start, more = 0, True
+            while more:
+                args = [start, PURGE_WINDOW, needle, task_name, tombstone, PURGE_WINDOW_MATCHES, PURGE_WINDOW_MAX]
+                removed, scanned, at_end = script(keys=[key], args=args)
+                tally.purged += removed
+                more = not at_end
+                start += scanned - removed  # the window's survivors; the next window starts after them
+                if (more or index < len(keys) - 1) and time.monotonic() >= tally.deadline:
+                    tally.complete = False
+                    return
 
 
 def _appears_verbatim(task_name: str) -> bool:
     """Whether JSON writes `task_name` as is (no escapes), so a substring test can rule messages out."""
     return task_name.isascii() and task_name.isprintable() and not any(char in task_name for char in '"\\/')
-
-
-def _remove(redis: Redis, key: str, raws: list[bytes]) -> int:
-    pipe = redis.pipeline(transaction=False)
-    for raw in raws:
-        pipe.lrem(key, 1, raw)
-    return sum(pipe.execute())

@@ -8,7 +8,8 @@ every call is bounded in time. Reads are snapshots: workers may take messages me
 - `depths`: ready messages of many queues (every Redis priority list), consumers where the
   broker counts them (AMQP), and the publish time of the next message where it can be seen.
 - `peek`: counts by task name and the first messages, read without consuming.
-- `purge` / `purge_task_name`: empty a queue / remove one task name's messages.
+- `purge` / `purge_task_name`: empty a queue / remove one task name's messages, within a
+  deadline, keeping count in a `PurgeTally` as it goes.
 - `bound_workers`: the workers bound to the control exchange, where the broker lists bindings.
 - `slot_store`: where the concurrency limits keep their slots ("redis" on the broker, else "database").
 - `prune_control_messages`: remove stale remote-control messages the transport never cleans.
@@ -37,6 +38,16 @@ class PeekUnsupported(Exception):
 
 class PurgeByNameUnsupported(ValueError):
     """The broker cannot remove selected messages without consuming them."""
+
+
+@dataclass
+class PurgeTally:
+    """How far a purge by task name got: kept up to date as it goes, so a purge cut short (by its
+    deadline or by a broker that fails mid-way) still tells what it removed."""
+
+    deadline: float  # time.monotonic() past which no further broker call is started
+    purged: int = 0
+    complete: bool = True  # False: stopped at the deadline before everything was scanned
 
 
 @dataclass(frozen=True)
@@ -98,7 +109,7 @@ class Transport:
             except ChannelError:  # absent queue: nothing to purge
                 return 0
 
-    def purge_task_name(self, conn: Connection, queue: str, task_name: str) -> int:
+    def purge_task_name(self, conn: Connection, queue: str, task_name: str, tally: PurgeTally) -> None:
         raise PurgeByNameUnsupported(
             f"The {self.name} broker of backend {self.broker.alias} cannot remove selected messages without "
             "consuming them; only Redis can. Purging the whole queue still works."

@@ -260,7 +260,13 @@ def test_purge_by_task_name_removes_only_that_name_in_every_priority(fleet, api,
 
     response = api.post(PURGE_TASK, {"queue": "celery", "task_name": "dojo.tasks.add"}, format="json")
     assert response.status_code == 200, response.content
-    assert response.json() == {"backend": "default", "queue": "celery", "task_name": "dojo.tasks.add", "purged": 10}
+    assert response.json() == {
+        "backend": "default",
+        "queue": "celery",
+        "task_name": "dojo.tasks.add",
+        "purged": 10,
+        "complete": True,
+    }
     after = names_by_list("celery")
     for key, names in before.items():
         assert after[key] == [name for name in names if name != "dojo.tasks.add"], key
