@@ -22,8 +22,8 @@ class SemaphoreSerializer(serializers.Serializer):
     blocked_waiters = serializers.IntegerField(help_text="Runs that found no free slot and will retry.")
     expires_at = serializers.DateTimeField(
         allow_null=True,
-        help_text="When the last held slot expires if its holder never releases it (a dead worker); "
-        "null when no slot is held.",
+        help_text="When the last held slot's lease ends: a live run renews it (DD_CELERY_SLOT_LEASE_SECONDS), "
+        "so this moves on while it runs and frees a dead run's slot; null when no slot is held.",
     )
 
 
@@ -35,7 +35,7 @@ class SemaphoreListSerializer(serializers.Serializer):
         "this project's database (brokers without a server-side store).",
     )
     read_at = serializers.DateTimeField()
-    semaphores = SemaphoreSerializer(many=True, help_text="Every key used within its expiry, by key.")
+    semaphores = SemaphoreSerializer(many=True, help_text="Every key used within the last hour, by key.")
 
 
 class CelerySemaphoresView(APIView):

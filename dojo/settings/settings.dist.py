@@ -60,6 +60,10 @@ env = environ.Env(
     DD_CELERY_TASK_DEFAULT_EXPIRES=(int, 43200),
     # Seconds a revoke lasts: stored, loaded by starting workers, kept by every worker (Celery's own: 3 h).
     DD_CELERY_REVOKE_WINDOW=(int, 604800),
+    # Seconds of a concurrency slot's lease; a live run renews it every third of that, a dead one frees it then.
+    DD_CELERY_SLOT_LEASE_SECONDS=(float, 30.0),
+    # The longest wait (seconds) between the tries of a run blocked on a concurrency limit (1 s, doubling).
+    DD_CELERY_SLOT_WAIT_MAX_SECONDS=(float, 30.0),
     # The most seconds any broker call made by the web process may take.
     DD_CELERY_BROKER_TIMEOUT=(float, 2.0),
     # Seconds the status document is cached; 0 reads the broker on every request.
@@ -239,6 +243,9 @@ CELERY_TASK_SOFT_TIME_LIMIT = env("DD_CELERY_TASK_SOFT_TIME_LIMIT") or None
 CELERY_TASK_DEFAULT_EXPIRES = env("DD_CELERY_TASK_DEFAULT_EXPIRES") or None
 # Not a Celery setting: how long a revoke lasts (dojo.ops.controls.revocations, dojo.worker.startup).
 CELERY_REVOKE_WINDOW = env("DD_CELERY_REVOKE_WINDOW")
+# Not Celery settings: concurrency limits (dojo.worker.concurrency): the slot lease and the waiters' longest wait.
+CELERY_SLOT_LEASE_SECONDS = env("DD_CELERY_SLOT_LEASE_SECONDS")
+CELERY_SLOT_WAIT_MAX_SECONDS = env("DD_CELERY_SLOT_WAIT_MAX_SECONDS")
 # Not a Celery setting: the bound on every broker call made by the web process.
 CELERY_BROKER_TIMEOUT = env("DD_CELERY_BROKER_TIMEOUT")
 # Not Celery settings: the status document, its alerts and history, and the metrics endpoint.

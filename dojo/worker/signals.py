@@ -1,14 +1,19 @@
 """Signal handlers of the worker and beat processes: what each task run keeps with its result,
-and the heartbeats of the worker, its pool children and beat (dojo/worker/heartbeat.py)."""
+the heartbeats of the worker, its pool children and beat (dojo/worker/heartbeat.py), and the
+concurrency slots the worker's main process gives back for runs it killed or lost
+(dojo/worker/concurrency.py)."""
 
-from celery.signals import beat_init, task_prerun, worker_ready, worker_shutdown
+from celery.signals import beat_init, task_failure, task_prerun, task_revoked, worker_ready, worker_shutdown
 
 from dojo.ops.brokers.registry import broker_alias_of
+from dojo.worker.concurrency import release_lost_run, release_revoked_run
 from dojo.worker.heartbeat import on_beat_init, on_worker_ready, on_worker_shutdown
 
 worker_ready.connect(on_worker_ready)
 worker_shutdown.connect(on_worker_shutdown)
 beat_init.connect(on_beat_init)
+task_revoked.connect(release_revoked_run)
+task_failure.connect(release_lost_run)
 
 
 @task_prerun.connect

@@ -1,20 +1,25 @@
 """Concurrency limits ("semaphores"): at most `limit` runs with the same key hold a slot at once
-across the fleet; a slot is held at most `expires` seconds, so a worker that dies holding one
-cannot keep it forever. The worker side is dojo.worker.concurrency.ConcurrencyLimitedTask.
+across the fleet. A slot is a lease of `expires` seconds (DD_CELERY_SLOT_LEASE_SECONDS) that its
+run renews while it is alive (`renew_slot`), so a holder that dies without releasing it (killed,
+out of memory, its worker gone) frees it within one lease. The worker side is
+dojo.worker.concurrency.ConcurrencyLimitedTask.
 
 Where the slots live depends on the backend's broker:
 
 - Redis: on the broker's own Redis (with the transport's `global_keyprefix`), through the bounded
   connection of `broker_connection()`. Key K is a sorted set ``dojo:semaphore:K`` (member: the
-  holder's task id, score: the epoch its slot expires at); a Lua script drops the expired
-  members and takes a slot atomically, timed by the Redis server's clock so hosts' clocks do
-  not matter. Known keys are the sorted set ``dojo:semaphores`` (score: until when the key is
-  listed, i.e. its last use plus its expiry) and their limits the hash ``dojo:semaphores:limits``.
+  holder's task id, score: the epoch its lease ends at); Lua scripts drop the expired members
+  and take or renew a slot atomically, timed by the Redis server's clock so hosts' clocks do
+  not matter. ``dojo:semaphore-holder:ID`` (expiring with the lease) names the key run ID holds,
+  so the worker can release a run's slot knowing only its id (`release_run`). Known keys are the
+  sorted set ``dojo:semaphores`` (score: until when the key is listed, KEY_LISTED_SECONDS after
+  its last use) and their limits the hash ``dojo:semaphores:limits``.
 - Other brokers (RabbitMQ, filesystem) have no server-side store: the SemaphoreSlot table of
   this project's database. Each key has one row of its own (holder KEY_ROW) that records its
   limit and until when it is listed, and is locked with `select_for_update()` inside
   `transaction.atomic()`, so acquirers of a key are serialized on PostgreSQL and MySQL as well;
-  SQLite's settings use IMMEDIATE transactions, which serialize every writer anyway.
+  SQLite's settings use IMMEDIATE transactions, which serialize every writer anyway. Renewing
+  takes the same lock, so a renewal and an acquirer dropping expired slots never interleave.
 
 Blocked runs (no free slot, retried later) are SemaphoreWaiter rows in the database whatever
 the broker, so they count as blocked on their queue (`blocked_by_queue`). A waiter whose retry
@@ -37,13 +42,16 @@ from dojo.ops.brokers.redis import client as redis_client
 from dojo.ops.brokers.registry import Broker, get_broker
 
 WAITER_STALE_AFTER = timedelta(minutes=5)
+KEY_LISTED_SECONDS = 3600  # a key stays listed (dashboard, API) this long after its last use
 KEY_ROW = "(key)"  # SemaphoreSlot.holder of a key's own row; task ids are UUIDs, never this
 
 HOLDERS = "dojo:semaphore:{key}"
+HOLDER_KEY = "dojo:semaphore-holder:{key}"  # formatted with the holder's task id; apart from any key K
 KNOWN_KEYS = "dojo:semaphores"
 LIMITS = "dojo:semaphores:limits"
 
-# KEYS: holders, known keys, limits. ARGV: key, holder, limit, expires (seconds). Returns 1 if acquired.
+# KEYS: holders, known keys, limits, the holder's key. ARGV: key, holder, limit, lease (seconds),
+# listed (seconds). Returns 1 if acquired.
 ACQUIRE_SCRIPT = """
 local time = redis.call('TIME')
 local now = tonumber(time[1]) + tonumber(time[2]) / 1000000
@@ -52,19 +60,38 @@ redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 local acquired = 0
 if redis.call('ZSCORE', KEYS[1], ARGV[2]) or redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[3]) then
   redis.call('ZADD', KEYS[1], expires_at, ARGV[2])
+  redis.call('SET', KEYS[4], ARGV[1], 'PXAT', math.ceil(expires_at * 1000))
   acquired = 1
 end
 local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
 if last[2] then
   redis.call('PEXPIREAT', KEYS[1], math.ceil(tonumber(last[2]) * 1000))
 end
-redis.call('ZADD', KEYS[2], 'GT', expires_at, ARGV[1])
+redis.call('ZADD', KEYS[2], 'GT', now + math.max(tonumber(ARGV[4]), tonumber(ARGV[5])), ARGV[1])
 redis.call('HSET', KEYS[3], ARGV[1], ARGV[3])
 for _, gone in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, 10)) do
   redis.call('ZREM', KEYS[2], gone)
   redis.call('HDEL', KEYS[3], gone)
 end
 return acquired
+"""
+
+# KEYS: holders, known keys, the holder's key. ARGV: key, holder, lease (seconds), listed (seconds).
+# Returns 1 if the holder still held its slot (now renewed), 0 if it had expired or was released.
+RENEW_SCRIPT = """
+local time = redis.call('TIME')
+local now = tonumber(time[1]) + tonumber(time[2]) / 1000000
+local expires_at = now + tonumber(ARGV[3])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+if not redis.call('ZSCORE', KEYS[1], ARGV[2]) then
+  return 0
+end
+redis.call('ZADD', KEYS[1], 'XX', expires_at, ARGV[2])
+redis.call('SET', KEYS[3], ARGV[1], 'PXAT', math.ceil(expires_at * 1000))
+local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
+redis.call('PEXPIREAT', KEYS[1], math.ceil(tonumber(last[2]) * 1000))
+redis.call('ZADD', KEYS[2], 'GT', now + math.max(tonumber(ARGV[3]), tonumber(ARGV[4])), ARGV[1])
+return 1
 """
 
 
@@ -74,7 +101,7 @@ class SemaphoreState:
     limit: int
     available_slots: int
     blocked_waiters: int
-    expires_at: datetime | None  # when the last held slot expires if never released; None: no slot held
+    expires_at: datetime | None  # when the last held slot's lease ends unless renewed; None: no slot held
 
 
 @dataclass
@@ -85,7 +112,8 @@ class BlockedQueue:
 
 @dataclass(frozen=True)
 class Slot:
-    """One run's claim on a key: `holder` (its task id) may hold one of `limit` slots for `expires` s."""
+    """One run's claim on a key: `holder` (its task id) may hold one of `limit` slots, leased for
+    `expires` seconds at a time (renewed while the run is alive)."""
 
     broker: Broker
     key: str
@@ -120,13 +148,38 @@ def _redis_store(broker: Broker) -> Iterator[_RedisStore]:
 def _redis_acquire(slot: Slot) -> bool:
     with _redis_store(slot.broker) as store:
         script = store.client.register_script(ACQUIRE_SCRIPT)
-        keys = [store.name(HOLDERS, slot.key), store.name(KNOWN_KEYS), store.name(LIMITS)]
-        return bool(script(keys=keys, args=[slot.key, slot.holder, slot.limit, slot.expires]))
+        keys = [
+            store.name(HOLDERS, slot.key),
+            store.name(KNOWN_KEYS),
+            store.name(LIMITS),
+            store.name(HOLDER_KEY, slot.holder),
+        ]
+        return bool(script(keys=keys, args=[slot.key, slot.holder, slot.limit, slot.expires, KEY_LISTED_SECONDS]))
+
+
+def _redis_renew(slot: Slot) -> bool:
+    with _redis_store(slot.broker) as store:
+        script = store.client.register_script(RENEW_SCRIPT)
+        keys = [store.name(HOLDERS, slot.key), store.name(KNOWN_KEYS), store.name(HOLDER_KEY, slot.holder)]
+        return bool(script(keys=keys, args=[slot.key, slot.holder, slot.expires, KEY_LISTED_SECONDS]))
 
 
 def _redis_release(slot: Slot) -> None:
     with _redis_store(slot.broker) as store:
-        store.client.zrem(store.name(HOLDERS, slot.key), slot.holder)
+        pipe = store.client.pipeline(transaction=True)
+        pipe.zrem(store.name(HOLDERS, slot.key), slot.holder)
+        pipe.delete(store.name(HOLDER_KEY, slot.holder))
+        pipe.execute()
+
+
+def _redis_release_run(broker: Broker, holder: str) -> None:
+    with _redis_store(broker) as store:
+        key = store.client.get(store.name(HOLDER_KEY, holder))
+        if key is not None:
+            pipe = store.client.pipeline(transaction=True)
+            pipe.zrem(store.name(HOLDERS, key.decode()), holder)
+            pipe.delete(store.name(HOLDER_KEY, holder))
+            pipe.execute()
 
 
 def _redis_held(broker: Broker) -> list[tuple[str, int, int, datetime | None]]:
@@ -174,11 +227,15 @@ def _locked_key_row(slot: Slot, listed_until: datetime) -> SemaphoreSlot:
     raise IntegrityError(f"Cannot create the row of semaphore key {slot.key!r}.")
 
 
+def _listed_until(slot: Slot, now: datetime) -> datetime:
+    return now + timedelta(seconds=max(slot.expires, KEY_LISTED_SECONDS))
+
+
 def _database_acquire(slot: Slot) -> bool:
     with transaction.atomic():
         now = timezone.now()
         expires_at = now + timedelta(seconds=slot.expires)
-        key_row = _locked_key_row(slot, expires_at)
+        key_row = _locked_key_row(slot, _listed_until(slot, now))
         slots = SemaphoreSlot.objects.filter(backend=slot.broker.alias, key=slot.key).exclude(holder=KEY_ROW)
         slots.filter(expires_at__lte=now).delete()
         acquired = bool(slots.filter(holder=slot.holder).update(expires_at=expires_at, limit=slot.limit))
@@ -188,13 +245,35 @@ def _database_acquire(slot: Slot) -> bool:
             )
             acquired = True
         key_row.limit = slot.limit
-        key_row.expires_at = max(key_row.expires_at, expires_at)
+        key_row.expires_at = max(key_row.expires_at, _listed_until(slot, now))
         key_row.save(update_fields=["limit", "expires_at"])
     return acquired
 
 
+def _database_renew(slot: Slot) -> bool:
+    """Extend the holder's lease under the key row's lock, as acquirers take it; False if the
+    slot had expired (an acquirer may have given it away) or was released."""
+    with transaction.atomic():
+        now = timezone.now()
+        rows = SemaphoreSlot.objects.filter(backend=slot.broker.alias, key=slot.key)
+        key_row = rows.filter(holder=KEY_ROW).select_for_update().first()
+        if key_row is None:
+            return False
+        held = rows.filter(holder=slot.holder, expires_at__gt=now)
+        renewed = bool(held.update(expires_at=now + timedelta(seconds=slot.expires)))
+        if renewed:
+            key_row.expires_at = max(key_row.expires_at, _listed_until(slot, now))
+            key_row.save(update_fields=["expires_at"])
+    return renewed
+
+
 def _database_release(slot: Slot) -> None:
     SemaphoreSlot.objects.filter(backend=slot.broker.alias, key=slot.key, holder=slot.holder).delete()
+
+
+def _database_release_run(broker: Broker, holder: str) -> None:
+    if holder != KEY_ROW:
+        SemaphoreSlot.objects.filter(backend=broker.alias, holder=holder).delete()
 
 
 def _database_held(broker: Broker) -> list[tuple[str, int, int, datetime | None]]:
@@ -214,14 +293,16 @@ def _database_held(broker: Broker) -> list[tuple[str, int, int, datetime | None]
 @dataclass(frozen=True)
 class _Store:
     acquire: Callable[[Slot], bool]
+    renew: Callable[[Slot], bool]
     release: Callable[[Slot], None]
+    release_run: Callable[[Broker, str], None]
     held: Callable[[Broker], list[tuple[str, int, int, datetime | None]]]
 
 
 # By the transport's slot_store (dojo.ops.brokers.transport).
 STORES = {
-    "redis": _Store(_redis_acquire, _redis_release, _redis_held),
-    "database": _Store(_database_acquire, _database_release, _database_held),
+    "redis": _Store(_redis_acquire, _redis_renew, _redis_release, _redis_release_run, _redis_held),
+    "database": _Store(_database_acquire, _database_renew, _database_release, _database_release_run, _database_held),
 }
 
 
@@ -236,9 +317,26 @@ def acquire_slot(slot: Slot) -> bool:
     return STORES[slot.broker.transport.slot_store].acquire(slot)
 
 
+def renew_slot(slot: Slot) -> bool:
+    """Extend `slot.holder`'s lease to `slot.expires` seconds from now; False (and nothing
+    taken) if its slot expired or was released meanwhile.
+
+    Raises BrokerUnavailable (Redis) or DatabaseError (other brokers) when the store fails.
+    """
+    return STORES[slot.broker.transport.slot_store].renew(slot)
+
+
 def release_slot(slot: Slot) -> None:
     """Give the slot back (nothing happens if it expired or was never taken)."""
     STORES[slot.broker.transport.slot_store].release(slot)
+
+
+def release_run(broker: Broker, task_id: str) -> None:
+    """Give back whatever slot run `task_id` holds on `broker`, knowing only its id (the worker
+    learns that a run was terminated without its arguments, hence without its key), and forget
+    its waiter rows. Raises like `release_slot`."""
+    STORES[broker.transport.slot_store].release_run(broker, task_id)
+    SemaphoreWaiter.objects.filter(backend=broker.alias, task_id=task_id).delete()
 
 
 def record_waiter(slot: Slot, task_name: str, queue: str, retry_at: datetime) -> None:
@@ -267,7 +365,7 @@ def _live_waiters(backend_alias: str):
 
 
 def list_semaphores(broker: Broker | None = None) -> list[SemaphoreState]:
-    """Every key used within its expiry, by key. Raises BrokerUnavailable when Redis does not answer."""
+    """Every key used within KEY_LISTED_SECONDS, by key. Raises BrokerUnavailable when Redis does not answer."""
     broker = broker or get_broker()
     held = STORES[broker.transport.slot_store].held(broker)
     waiters = dict(_live_waiters(broker.alias).values("key").annotate(count=Count("id")).values_list("key", "count"))
