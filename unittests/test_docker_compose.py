@@ -141,7 +141,8 @@ def test_the_compose_configuration_passes_djangos_deploy_checks(config):
     """`manage.py check --deploy` is clean for the web service's environment (issue 11, item 7):
     HTTPS-only cookies, the proxy's TLS header, the HTTPS redirect and HSTS are on. Before the
     DD_SECURE_ settings existed, this reported security.W004, W008, W012 and W016."""
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("DD_")}
+    # Only the compose service's variables: nothing of this test process (DJANGO_ALLOW_ASYNC_UNSAFE, say).
+    environment = {k: v for k, v in os.environ.items() if not k.startswith(("DD_", "DJANGO_"))}
     environment.update({k: str(v) for k, v in config["services"]["web"]["environment"].items() if v is not None})
     environment["DD_SECRET_KEY"] = "a-long-random-key-" + "k3Y9q" * 10  # W009 wants 50 characters
     result = subprocess.run(

@@ -4,7 +4,7 @@ import os
 import time
 from pathlib import Path
 
-from celery import shared_task
+from celery import Task, shared_task
 from celery.exceptions import SoftTimeLimitExceeded
 
 from dojo.ops.brokers.registry import get_broker
@@ -73,9 +73,13 @@ def limited_sleep(self, seconds: float, key: str = "demo") -> dict:
 
     Returns when it ran and where, so a test can check that runs never overlapped beyond the limit.
     """
+    return _timed_sleep(self, seconds)
+
+
+def _timed_sleep(task: Task, seconds: float) -> dict:
     started = time.time()
     time.sleep(seconds)
-    return {"started": started, "ended": time.time(), "hostname": self.request.hostname, "pid": os.getpid()}
+    return {"started": started, "ended": time.time(), "hostname": task.request.hostname, "pid": os.getpid()}
 
 
 @shared_task(name="dojo.tasks.back_off", bind=True)
@@ -100,6 +104,4 @@ def back_off(self, countdowns: list[float]) -> dict:
 def limited_sleep_one(self, seconds: float, key: str = "demo") -> dict:
     """limited_sleep with at most one run per `key` at once: on a worker with two pool processes,
     a second run with the same key waits for the slot (re-sending itself)."""
-    started = time.time()
-    time.sleep(seconds)
-    return {"started": started, "ended": time.time(), "hostname": self.request.hostname, "pid": os.getpid()}
+    return _timed_sleep(self, seconds)
