@@ -5,13 +5,14 @@ from dojo.celery_panel import dashboard, views
 
 app_name = "celery_panel"
 
+# <path:> for names a user chose: task ids, worker and queue names may hold "/".
 urlpatterns = [
     path("tasks/", admin.site.admin_view(views.tasks), name="tasks"),
-    path("tasks/<str:task_id>/", admin.site.admin_view(views.task_detail), name="task_detail"),
+    path("tasks/<path:task_id>/", admin.site.admin_view(views.task_detail), name="task_detail"),
     path("workers/", admin.site.admin_view(views.workers), name="workers"),
-    path("workers/<str:worker_id>/", admin.site.admin_view(views.worker_detail), name="worker_detail"),
+    path("workers/<path:worker_id>/", admin.site.admin_view(views.worker_detail), name="worker_detail"),
     path("queues/", admin.site.admin_view(views.queues), name="queues"),
-    path("queues/<str:queue_name>/", admin.site.admin_view(views.queue_detail), name="queue_detail"),
+    path("queues/<path:queue_name>/", admin.site.admin_view(views.queue_detail), name="queue_detail"),
     path("periodic-tasks/", admin.site.admin_view(views.periodic_tasks), name="periodic_tasks"),
     path("dashboard/", admin.site.admin_view(dashboard.dashboard), name="dashboard"),
     path("", admin.site.admin_view(views.overview), name="overview"),
