@@ -14,6 +14,7 @@ from django.conf import settings
 from drf_spectacular.utils import OpenApiResponse, extend_schema_view
 from rest_framework import serializers, status
 from rest_framework.exceptions import ParseError, UnsupportedMediaType, ValidationError
+from rest_framework.parsers import JSONParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.throttling import ScopedRateThrottle
@@ -54,6 +55,9 @@ class CeleryControlView(APIView):
     """One control: validate, act through the service, map its errors to HTTP, audit."""
 
     permission_classes = [CanControlCelery]
+    # JSON only: a form's absent boolean reads as false, its blank field as absent (DRF's HTML rules),
+    # so a form body could mean what the schema does not say.
+    parser_classes = [JSONParser]
     # DD_CELERY_CONTROL_THROTTLE_RATE per user; refusals count too (permission_denied), so nobody
     # floods the audit log.
     throttle_classes = [ScopedRateThrottle]

@@ -10,7 +10,7 @@ from rest_framework.response import Response
 from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
-from dojo.api_v2.backends import BackendField, requested_backend
+from dojo.api_v2.backends import BackendField, query_of, requested_backend
 from dojo.api_v2.schema import BROKER_DOWN, staff_read_schema
 from dojo.api_v2.serializers import ErrorSerializer
 from dojo.ops.brokers.connection import BrokerUnavailable
@@ -116,7 +116,7 @@ class CeleryQueueBreakdownView(APIView):
         },
     )
     def get(self, request: Request) -> Response:
-        params = BreakdownQuerySerializer(data=request.query_params)
+        params = BreakdownQuerySerializer(data=query_of(request))
         params.is_valid(raise_exception=True)
         query = params.validated_data
         try:

@@ -98,6 +98,15 @@ class CeleryStatusSerializer(serializers.Serializer):
     broker_url = serializers.CharField(help_text="The broker URL with any password replaced by ****.")
     error = serializers.CharField(allow_null=True, help_text="Why the broker is unreachable; null when it answered.")
     read_at = serializers.FloatField(help_text="Epoch seconds when this was read (it may come from the cache).")
+    history_available = serializers.BooleanField(
+        help_text="The recorded history could be read; when false, alerts lack the history-based ones (queue_growing)."
+    )
+    seen_workers_recorded = serializers.BooleanField(
+        help_text="The answering workers were recorded in the seen-workers registry (false: the database failed)."
+    )
+    database_error = serializers.CharField(
+        allow_null=True, help_text="Why the database parts are missing; null when the database answered."
+    )
 
 
 class CeleryDisabledSerializer(serializers.Serializer):
@@ -123,19 +132,31 @@ class CeleryQueuePurgeSerializer(serializers.Serializer):
 
 
 class ErrorSerializer(serializers.Serializer):
+    """Every error answer (dojo.api_v2.exceptions); its schema is dojo.api_v2.schema.ErrorSchema."""
+
     detail = serializers.CharField()
 
 
+class StatusQuerySerializer(serializers.Serializer):
+    refresh = serializers.BooleanField(
+        required=False, default=False, help_text="Read the broker and workers now instead of answering from the cache."
+    )
+    backend = BackendField()
+
+
 class TaskSearchQuerySerializer(serializers.Serializer):
-    name = serializers.CharField(required=False, default="", help_text="Part of the task name.")
+    name = serializers.CharField(required=False, default="", allow_blank=True, help_text="Part of the task name.")
     state = serializers.CharField(
         required=False,
         default="",
+        allow_blank=True,
         help_text="ACTIVE, RESERVED or SCHEDULED (live), or a stored state: PENDING, STARTED, SUCCESS, FAILURE, "
         "RETRY, REVOKED.",
     )
-    worker = serializers.CharField(required=False, default="", help_text="The worker's full name.")
-    arg = serializers.CharField(required=False, default="", help_text="Text found in the args or kwargs.")
+    worker = serializers.CharField(required=False, default="", allow_blank=True, help_text="The worker's full name.")
+    arg = serializers.CharField(
+        required=False, default="", allow_blank=True, help_text="Text found in the args or kwargs."
+    )
     limit = serializers.IntegerField(required=False, default=100, min_value=1, max_value=1000)
     refresh = serializers.BooleanField(required=False, default=False, help_text="Read the live tasks now.")
     backend = BackendField()

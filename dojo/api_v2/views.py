@@ -7,20 +7,21 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.utils import timezone
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, PolymorphicProxySerializer, extend_schema
+from drf_spectacular.utils import OpenApiResponse, PolymorphicProxySerializer, extend_schema
 from rest_framework import status
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
-from dojo.api_v2.backends import BACKEND_PARAMETER, requested_backend
+from dojo.api_v2.backends import query_of
 from dojo.api_v2.serializers import (
     CeleryDisabledSerializer,
     CeleryStatusSerializer,
     ErrorSerializer,
     HistoryQuerySerializer,
     HistorySerializer,
+    StatusQuerySerializer,
     TaskSearchQuerySerializer,
     TaskSearchSerializer,
 )
@@ -32,9 +33,6 @@ DENIED = OpenApiResponse(ErrorSerializer, description="Not authenticated, or not
 
 
 CELERY_DISABLED = {"enabled": False, "message": "Celery is not enabled (DD_CELERY_ENABLED=false)."}
-REFRESH = OpenApiParameter(
-    "refresh", bool, description="Read the broker and workers now instead of answering from the cache."
-)
 
 
 class CeleryStatusView(APIView):
@@ -44,7 +42,7 @@ class CeleryStatusView(APIView):
     @extend_schema(
         tags=["celery"],
         summary="The Celery cluster status: broker, queues, workers, their tasks and alerts",
-        parameters=[REFRESH, BACKEND_PARAMETER],
+        parameters=[StatusQuerySerializer],
         responses={
             200: PolymorphicProxySerializer(
                 "CeleryStatusOrDisabled",
@@ -53,15 +51,15 @@ class CeleryStatusView(APIView):
             ),
             401: DENIED,
             403: DENIED,
-            429: OpenApiResponse(ErrorSerializer, description="Too many requests (DD_CELERY_API_THROTTLE_RATE)."),
         },
     )
     def get(self, request: Request) -> Response:
         if not settings.CELERY_ENABLED:
             return Response(CELERY_DISABLED)
-        backend = requested_backend(request)
-        refresh = request.query_params.get("refresh", "").lower() in ("1", "true", "yes")
-        return Response(CeleryStatusSerializer(get_status(refresh=refresh, broker=backend)).data)
+        params = StatusQuerySerializer(data=query_of(request))
+        params.is_valid(raise_exception=True)
+        query = params.validated_data
+        return Response(CeleryStatusSerializer(get_status(refresh=query["refresh"], broker=query.get("backend"))).data)
 
 
 class CeleryTaskSearchView(APIView):
@@ -72,12 +70,12 @@ class CeleryTaskSearchView(APIView):
         tags=["celery"],
         summary="Find tasks among the live ones (active, reserved, scheduled) and the stored results",
         parameters=[TaskSearchQuerySerializer],
-        responses={200: TaskSearchSerializer, 400: OpenApiResponse(description="A bad parameter."), 401: DENIED},
+        responses={200: TaskSearchSerializer, 401: DENIED},
     )
     def get(self, request: Request) -> Response:
         if not settings.CELERY_ENABLED:
             return Response({"detail": CELERY_DISABLED["message"]}, status=status.HTTP_503_SERVICE_UNAVAILABLE)
-        params = TaskSearchQuerySerializer(data=request.query_params)
+        params = TaskSearchQuerySerializer(data=query_of(request))
         params.is_valid(raise_exception=True)
         query = dict(params.validated_data)
         refresh = query.pop("refresh")
@@ -94,10 +92,10 @@ class CeleryHistoryView(APIView):
         tags=["celery"],
         summary="Recorded status snapshots (one a minute): workers, queue lengths, tasks",
         parameters=[HistoryQuerySerializer],
-        responses={200: HistorySerializer, 400: OpenApiResponse(description="A bad `since`."), 401: DENIED},
+        responses={200: HistorySerializer, 401: DENIED},
     )
     def get(self, request: Request) -> Response:
-        params = HistoryQuerySerializer(data=request.query_params)
+        params = HistoryQuerySerializer(data=query_of(request))
         params.is_valid(raise_exception=True)
         since = params.validated_data.get("since") or timezone.now() - timedelta(hours=1)
         alias = params.validated_data["backend"].alias if "backend" in params.validated_data else "default"

@@ -178,7 +178,7 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["dojo.permissions.IsSuperUser"],
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "dojo.api_v2.schema.ErrorsAutoSchema",  # documents every error answer
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_THROTTLE_RATES": {
         "celery": env("DD_CELERY_API_THROTTLE_RATE"),
@@ -211,6 +211,8 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         "control_folder": str(_broker_dir / "control"),
         "processed_folder": str(_broker_dir / "processed"),
         "store_processed": False,
+    # One error body for every refusal; a database that does not answer is a 503, never an HTML 500.
+    "EXCEPTION_HANDLER": "dojo.api_v2.exceptions.api_exception_handler",
         "polling_interval": 0.1,
         **CELERY_BROKER_TRANSPORT_OPTIONS,
     }
