@@ -1,6 +1,7 @@
 # The dojo image: one image for the web server (default CMD), the Celery worker,
 # Celery beat and the one-shot migration job (see docker-compose.yml).
-# Every setting is a DD_ environment variable (dojo/settings/settings.dist.py).
+# Every setting is a DD_ environment variable (dojo/settings/settings.dist.py; the web
+# server's own, DD_WEB_*, in gunicorn.conf.py).
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -8,7 +9,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     DJANGO_SETTINGS_MODULE=dojo.settings.settings \
-    DD_STATIC_ROOT=/app/staticfiles
+    DD_STATIC_ROOT=/app/staticfiles \
+    DD_WEB_BIND=0.0.0.0:8080
 
 WORKDIR /app
 
@@ -37,4 +39,6 @@ USER dojo
 
 EXPOSE 8080
 
-CMD ["gunicorn", "dojo.wsgi:application", "--bind", "0.0.0.0:8080", "--access-logfile", "-"]
+# gunicorn reads /app/gunicorn.conf.py: DD_WEB_WORKERS processes of DD_WEB_THREADS threads
+# (2 x 4) on DD_WEB_BIND, access log on stdout.
+CMD ["gunicorn", "dojo.wsgi:application"]

@@ -5,6 +5,7 @@ set here, so a developer's shell or .env file cannot change the outcome.
 In CI (CI=true) a missing docker-compose fails the run instead of skipping.
 """
 
+import json
 import os
 import shlex
 import shutil
@@ -103,10 +104,59 @@ def test_commands(config):
     services = config["services"]
     assert command(services["initializer"])[:3] == ["python", "manage.py", "migrate"]
     assert "--noinput" in command(services["initializer"])
-    assert command(services["web"])[:2] == ["gunicorn", "dojo.wsgi:application"]
-    assert "0.0.0.0:8080" in command(services["web"])
+    # The documented production command; gunicorn.conf.py (read from /app) holds the rest.
+    assert command(services["web"]) == ["gunicorn", "dojo.wsgi:application"]
+    assert services["web"]["environment"]["DD_WEB_BIND"] == "0.0.0.0:8080"
     assert command(services["celeryworker"])[:4] == ["celery", "-A", "dojo", "worker"]
     assert command(services["celerybeat"])[:4] == ["celery", "-A", "dojo", "beat"]
+
+
+def test_web_command_is_the_images_cmd(config):
+    """One documented command: the web service runs exactly the Dockerfile's CMD."""
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    cmd_lines = [line for line in dockerfile.splitlines() if line.startswith("CMD ")]
+    assert len(cmd_lines) == 1
+    assert json.loads(cmd_lines[0].removeprefix("CMD ")) == command(config["services"]["web"])
+    assert "DD_WEB_BIND=0.0.0.0:8080" in dockerfile  # the image listens outside the container
+
+
+def test_app_services_share_the_redis_cache(config):
+    """Every web process (and the CLI) uses one Django cache, so the status single flight spans processes."""
+    for name in APP_SERVICES:
+        assert config["services"][name]["environment"]["DD_CACHE_URL"] == "redis://redis:6379/1", name
+
+
+def test_web_serves_several_requests_at_once(config):
+    """gunicorn.conf.py, on the web service's environment, gives 2 gthread processes x 4 threads on
+    0.0.0.0:8080 with the access log on stdout (before it, compose ran one sync worker: one request at
+    a time). Checked with gunicorn's own --print-config, so gunicorn really reads the file from ROOT."""
+    environment = {k: v for k, v in os.environ.items() if not k.startswith(("DD_", "GUNICORN_"))}
+    environment.update({k: str(v) for k, v in config["services"]["web"]["environment"].items() if v is not None})
+    result = subprocess.run(
+        [sys.executable, "-m", "gunicorn", *command(config["services"]["web"])[1:], "--print-config"],
+        cwd=ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    printed = dict(line.split(" = ", 1) for line in result.stdout.splitlines() if " = " in line)
+    printed = {k.strip(): v.strip() for k, v in printed.items()}
+    assert printed["worker_class"] == "gthread"
+    assert (printed["workers"], printed["threads"]) == ("2", "4")
+    assert printed["bind"] == "['0.0.0.0:8080']"
+    assert printed["accesslog"] == "-"
+    assert int(printed["timeout"]) > 10  # above the longest bounded request (a 10 s break down)
+    assert int(printed["graceful_timeout"]) < int(config["services"]["web"]["stop_grace_period"].rstrip("s"))
+
+
+def test_web_workers_and_threads_can_be_overridden(docker_compose, tmp_path):
+    result = run_config(docker_compose, tmp_path, **REQUIRED, DD_WEB_WORKERS="3", DD_WEB_THREADS="8")
+    assert result.returncode == 0, result.stderr
+    web_env = yaml.safe_load(result.stdout)["services"]["web"]["environment"]
+    assert (str(web_env["DD_WEB_WORKERS"]), str(web_env["DD_WEB_THREADS"])) == ("3", "8")
 
 
 def test_start_order(config):
