@@ -3,7 +3,19 @@
 # server has to be installed. Migrates, makes sure a superuser exists (password from
 # DD_ADMIN_PASSWORD, or generated and printed once), then starts a Celery worker, beat
 # and the web server on http://127.0.0.1:${DD_PORT:-8080}/. Ctrl-C stops all three.
+#
+# The web server is gunicorn with gunicorn.conf.py, as in production (static files by
+# whitenoise, no collectstatic needed). Without a shared DD_CACHE_URL it runs one process
+# (DD_WEB_THREADS threads), so the status cache is one for all requests; set DD_CACHE_URL
+# to a redis:// URL for DD_WEB_WORKERS processes. `scripts/run.sh --dev` (or
+# DD_DEV_SERVER=true) runs Django's development server instead.
 set -euo pipefail
+dev_server="${DD_DEV_SERVER:-false}"
+case "${1:-}" in
+  --dev) dev_server=true ;;
+  "") ;;
+  *) echo "usage: $0 [--dev]   (--dev: Django's development server instead of gunicorn)" >&2; exit 2 ;;
+esac
 . "$(dirname "$0")/bootstrap.sh" requirements.txt
 mkdir -p var/log
 if [ -z "${DD_SECRET_KEY:-}" ]; then  # made once, kept under var/ (the web server refuses the public dev key)
@@ -21,4 +33,11 @@ celery -A dojo beat -l info > var/log/celery-beat.log 2>&1 &
 beat=$!
 trap 'kill $worker $beat 2>/dev/null; wait $worker $beat 2>/dev/null' EXIT
 echo "Worker and beat log to var/log/. Open http://127.0.0.1:${DD_PORT:-8080}/system_settings"
-python manage.py runserver --insecure --noreload "127.0.0.1:${DD_PORT:-8080}"
+if [ "$dev_server" = true ]; then
+  python manage.py runserver --insecure --noreload "127.0.0.1:${DD_PORT:-8080}"
+else
+  if [ -z "${DD_CACHE_URL:-}" ]; then
+    export DD_WEB_WORKERS="${DD_WEB_WORKERS:-1}"
+  fi
+  gunicorn dojo.wsgi:application
+fi
