@@ -2,6 +2,7 @@
 # with its cast, its default and what it does. Local overrides go in
 # dojo/settings/local_settings.py (optional, not committed).
 import json
+import sys
 from pathlib import Path
 
 import environ
@@ -27,12 +28,21 @@ env = environ.Env(
     DD_ALLOWED_HOSTS=(list, ["localhost", "127.0.0.1", "[::1]"]),
     # Database URL; the default is a SQLite file under var/.
     DD_DATABASE_URL=(str, f"sqlite:///{VAR_DIR / 'dojo.sqlite3'}"),
+    # Seconds to wait for a PostgreSQL connection (libpq's connect_timeout, which counts at least 2).
+    DD_DATABASE_CONNECT_TIMEOUT=(int, 3),
+    # The most seconds one PostgreSQL statement of a web process may run (statement_timeout); 0 = no limit.
+    # Celery workers, beat and `manage.py migrate` have no limit.
+    DD_DATABASE_STATEMENT_TIMEOUT=(float, 10.0),
+    # Seconds a web process's write waits for the SQLite file's lock; workers, beat and migrate wait 20 s.
+    DD_DATABASE_BUSY_TIMEOUT=(float, 5.0),
     # Time zone for the pages and Celery beat.
     DD_TIME_ZONE=(str, "UTC"),
     # Where collectstatic puts files for the production web server.
     DD_STATIC_ROOT=(str, str(BASE_DIR / "staticfiles")),
     # Django's cache (status document, single flight); use a shared one (redis://) with several web processes.
     DD_CACHE_URL=(str, "locmemcache://"),
+    # The most seconds a call to a redis:// cache may take to connect or answer; past it the status is read uncached.
+    DD_CACHE_TIMEOUT=(float, 1.0),
     # Turn the Celery integration off: the status API then answers {"enabled": false} and touches no broker.
     DD_CELERY_ENABLED=(bool, True),
     # Celery broker URL; the default is kombu's filesystem transport under var/.
@@ -100,13 +110,34 @@ SECURE_HSTS_SECONDS = env("DD_SECURE_HSTS_SECONDS")
 SECURE_HSTS_INCLUDE_SUBDOMAINS = SECURE_HSTS_PRELOAD = SECURE_HSTS_SECONDS > 0
 ALLOWED_HOSTS = env("DD_ALLOWED_HOSTS")
 DATABASES = {"default": env.db_url_config(env("DD_DATABASE_URL"))}
+# Celery's own processes and migrations may run long statements and queue behind each other's
+# writes; a web request (and the CLI) must answer within its bound instead.
+_LONG_RUNNING = "celery" in (Path(sys.argv[0]).name, Path(sys.argv[0]).parent.name) or sys.argv[1:2] == ["migrate"]
+DATABASE_CONNECT_TIMEOUT = env("DD_DATABASE_CONNECT_TIMEOUT")
+DATABASE_STATEMENT_TIMEOUT = 0.0 if _LONG_RUNNING else env("DD_DATABASE_STATEMENT_TIMEOUT")
+DATABASE_BUSY_TIMEOUT = 20.0 if _LONG_RUNNING else env("DD_DATABASE_BUSY_TIMEOUT")
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Web processes and workers (heartbeats, pauses, results) write to the one file at once:
-    # WAL lets readers go on, IMMEDIATE takes the write lock up front, and a writer waits up to 20 s.
+    # WAL lets readers go on, IMMEDIATE takes the write lock up front, and a writer waits up to
+    # DATABASE_BUSY_TIMEOUT for it (a status read then goes on without the seen-workers record).
     DATABASES["default"].setdefault("OPTIONS", {}).update(
-        timeout=20, transaction_mode="IMMEDIATE", init_command="PRAGMA journal_mode=WAL;"
+        timeout=DATABASE_BUSY_TIMEOUT, transaction_mode="IMMEDIATE", init_command="PRAGMA journal_mode=WAL;"
     )
+elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # Without these a PostgreSQL that stops answering holds a request (and the status read) forever.
+    _pg_options = DATABASES["default"].setdefault("OPTIONS", {})
+    _pg_options.setdefault("connect_timeout", DATABASE_CONNECT_TIMEOUT)
+    if DATABASE_STATEMENT_TIMEOUT:
+        _statement_ms = int(DATABASE_STATEMENT_TIMEOUT * 1000)
+        _pg_options["options"] = f"{_pg_options.get('options', '')} -c statement_timeout={_statement_ms}".strip()
 CACHES = {"default": env.cache_url_config(env("DD_CACHE_URL"))}
+CACHE_TIMEOUT = env("DD_CACHE_TIMEOUT")
+if CACHES["default"]["BACKEND"] == "django.core.cache.backends.redis.RedisCache":
+    # Django hands OPTIONS to redis-py's ConnectionPool.from_url: every connection gets these
+    # socket timeouts (redis-py's defaults wait forever) and no retry.
+    CACHES["default"].setdefault("OPTIONS", {}).update(
+        socket_connect_timeout=CACHE_TIMEOUT, socket_timeout=CACHE_TIMEOUT
+    )
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 TIME_ZONE = env("DD_TIME_ZONE")
 USE_TZ = True
@@ -180,6 +211,8 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["dojo.permissions.IsSuperUser"],
     "DEFAULT_SCHEMA_CLASS": "dojo.api_v2.schema.ErrorsAutoSchema",  # documents every error answer
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    # One error body for every refusal; a database that does not answer is a 503, never an HTML 500.
+    "EXCEPTION_HANDLER": "dojo.api_v2.exceptions.api_exception_handler",
     "DEFAULT_THROTTLE_RATES": {
         "celery": env("DD_CELERY_API_THROTTLE_RATE"),
         "celery_controls": env("DD_CELERY_CONTROL_THROTTLE_RATE"),
@@ -211,8 +244,6 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         "control_folder": str(_broker_dir / "control"),
         "processed_folder": str(_broker_dir / "processed"),
         "store_processed": False,
-    # One error body for every refusal; a database that does not answer is a 503, never an HTML 500.
-    "EXCEPTION_HANDLER": "dojo.api_v2.exceptions.api_exception_handler",
         "polling_interval": 0.1,
         **CELERY_BROKER_TRANSPORT_OPTIONS,
     }

@@ -81,6 +81,8 @@ class Command(BaseCommand):
         )
         lines.append(f"Alerts: {len(status.alerts) or 'none'}")
         lines += [f"  {alert.severity.upper()}: {alert.message}" for alert in status.alerts]
+        if status.database_error:
+            lines.append(f"  database error: {status.database_error}")
         lines.append(
             f"Task limits: time limit {duration_words(status.task_time_limit)}, "
             f"soft time limit {duration_words(status.task_soft_time_limit)}, "

@@ -14,13 +14,20 @@ GROWTH_WINDOW = timedelta(minutes=10)
 # At least this many points, spread over most of the window, before calling growth steady.
 GROWTH_MIN_POINTS = 4
 GROWTH_MIN_SPAN = timedelta(minutes=8)
+DATABASE_UNAVAILABLE = Alert(
+    "database_unavailable",
+    "warning",
+    "The database did not answer: alerts from the recorded history (queue_growing) are left out "
+    "and the answering workers were not recorded as seen.",
+)
 
 
-def compute_alerts(status: CeleryStatus, history: Sequence[CeleryStatusSnapshot]) -> list[Alert]:
-    """Alerts for `status`; `history` is the recorded snapshots of the last GROWTH_WINDOW, oldest first."""
+def compute_alerts(status: CeleryStatus, history: Sequence[CeleryStatusSnapshot] | None) -> list[Alert]:
+    """Alerts for `status`; `history` is the recorded snapshots of the last GROWTH_WINDOW, oldest
+    first, or None when the database did not answer: then the alerts that need it are left out."""
+    alerts = [] if history is not None else [DATABASE_UNAVAILABLE]
     if not status.broker_status:
-        return [Alert("broker_unreachable", "critical", f"The Celery broker is unreachable: {status.error}")]
-    alerts = []
+        return [Alert("broker_unreachable", "critical", f"The Celery broker is unreachable: {status.error}"), *alerts]
     min_workers = settings.CELERY_MIN_WORKERS
     if status.workers == 0:
         alerts.append(Alert("no_workers", "critical", "No Celery worker answered."))
@@ -34,7 +41,7 @@ def compute_alerts(status: CeleryStatus, history: Sequence[CeleryStatusSnapshot]
             alerts.append(
                 Alert("queue_too_long", "warning", f"Queue {name!r} holds {queue.ready} messages (limit {limit}).")
             )
-        if _growing_steadily([*(s.queue_lengths.get(name) for s in history), queue.ready], history):
+        if history and _growing_steadily([*(s.queue_lengths.get(name) for s in history), queue.ready], history):
             alerts.append(
                 Alert("queue_growing", "warning", f"Queue {name!r} has grown steadily over the last 10 minutes.")
             )

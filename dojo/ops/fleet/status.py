@@ -45,6 +45,12 @@ class CeleryStatus:
     alerts: list[Alert] = field(default_factory=list)
     enabled: bool = True
     backend: str = DEFAULT_ALIAS
+    # The parts that need the database (status_cache._read_with_alerts): false when it did not
+    # answer, and then `alerts` holds only the live ones (no queue_growing) and the workers that
+    # answered were not recorded in the seen-workers registry.
+    history_available: bool = True
+    seen_workers_recorded: bool = True
+    database_error: str | None = None
 
     @property
     def connected(self) -> bool:

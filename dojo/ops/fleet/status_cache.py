@@ -1,75 +1,205 @@
 """The status document from Django's cache, read from the broker at most once per period.
 
-Concurrent requests share one read (single flight): within a process a lock, across
-processes an add-only cache key, so with a shared cache (DD_CACHE_URL) the whole web
-tier sends one broadcast per DD_CELERY_STATUS_CACHE_SECONDS.
+Single flight, per backend. Concurrent requests share one read in two steps:
+
+1. Within a process, one `threading.Lock` per backend: one thread reads, the others wait for it
+   and take its result from memory, so they share it even when the cache is down or a control
+   dropped the cached document (every control refreshes, acts, then forgets the status).
+2. Across processes (a shared DD_CACHE_URL), one lock key per backend holding its owner's random
+   token, taken with `cache.add`. Only the owner deletes it (compare, then delete), and only while
+   less than its lifetime has passed, so the key cannot have expired and been taken by another
+   process between the compare and the delete; that is what makes Django's cache API (which has
+   no atomic compare-and-delete) enough, for every cache backend. The lifetime is the longest a
+   bounded read can take (`read_bound`), so the key outlives a slow read, and a reader that dies
+   mid-read holds the others up at most that long. Waiters poll for the document, and refreshes
+   also for the last read (kept apart from it, since a control drops the document right away).
+
+A refresh accepts only a read that *began* after it was asked (`CeleryStatus.read_at`), so what
+it answers is never older than the request; twenty concurrent refreshes cost at most the read in
+progress plus one read they all share. A plain read answers from the cache without waiting for
+any read in progress.
+
+Faults: a cache that fails or does not answer (DD_CACHE_TIMEOUT) is left alone for the rest of
+the read, which goes on uncached within the broker bound; a database that fails leaves the
+broker's part of the document intact and marks the history-based alerts and the seen-workers
+record unavailable (`CeleryStatus.history_available`, `seen_workers_recorded`, `database_error`).
 """
 
 import dataclasses
+import logging
+import math
 import threading
 import time
+import uuid
+from typing import Any
 
 from django.conf import settings
 from django.core.cache import cache
+from django.db import DatabaseError
+from redis.exceptions import RedisError
 
 from dojo.ops.brokers.connection import BrokerUnavailable, broker_timeout
 from dojo.ops.brokers.registry import DEFAULT_ALIAS, Broker, get_broker
 from dojo.ops.fleet.alerts import compute_alerts, recent_history
 from dojo.ops.fleet.seen_workers import record_seen
 from dojo.ops.fleet.status import CeleryStatus, read_status
-from dojo.ops.redaction import mask_url
+from dojo.ops.redaction import mask_url, redact
+
+logger = logging.getLogger(__name__)
 
 CACHE_KEY = "dojo.ops.fleet.status"
-_read_lock = threading.Lock()
+# What Django's cache backends raise when their server fails: redis-py's errors (timeouts
+# included), socket and file errors, and the database cache's errors.
+CACHE_ERRORS = (RedisError, OSError, DatabaseError)
+POLL_SECONDS = 0.05  # how often a waiter in another process looks for the shared read
+
+
+def read_bound() -> float:
+    """The longest one status read can take: the broker part (connect, queue reads and the
+    broadcast, each bounded by DD_CELERY_BROKER_TIMEOUT) and the database part (a connection and
+    a few statements, each bounded by the database settings), with a second to spare."""
+    statement = max(settings.DATABASE_STATEMENT_TIMEOUT or 30.0, settings.DATABASE_BUSY_TIMEOUT)
+    return 3 * broker_timeout() + settings.DATABASE_CONNECT_TIMEOUT + 3 * statement + 1
 
 
 def get_status(refresh: bool = False, broker: Broker | None = None) -> CeleryStatus:
     """The cached status of `broker` (the main one if None), or a fresh one when the
-    cache is empty or `refresh` is set.
-
-    A refresh accepts a read that started after it was asked for, so concurrent
-    refreshes share one read too.
-    """
+    cache has none or `refresh` is set (then one read that began after this call)."""
+    asked_at = time.time()
     broker = broker or get_broker()
     if settings.CELERY_STATUS_CACHE_SECONDS <= 0:
         return _read_with_alerts(broker)
     key = _cache_key(broker)
-    not_before = time.time() if refresh else 0.0
-    with _read_lock:
-        cached = cache.get(key)
-        if cached is not None and cached.read_at >= not_before:
+    shared_cache = _StatusCache()
+    if not refresh:
+        cached = shared_cache.get(key)
+        if cached is not None:
             return cached
-        return _read_once_across_processes(key, not_before, broker)
+    return _read_once(key, asked_at if refresh else 0.0, broker, shared_cache)
 
 
-def _read_once_across_processes(key: str, not_before: float, broker: Broker) -> CeleryStatus:
-    lock_key = f"{key}:reading"
-    give_up_at = time.monotonic() + broker_timeout() + 0.5
-    while not cache.add(lock_key, True, timeout=int(broker_timeout()) + 2):
-        if time.monotonic() > give_up_at:
-            break  # the other reader is stuck or gone: read anyway
-        time.sleep(0.02)
-        cached = cache.get(key)
-        if cached is not None and cached.read_at >= not_before:
-            return cached
+@dataclasses.dataclass
+class _Flight:
+    """This process's reads of one backend: one at a time, the last one kept for those that waited."""
+
+    lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
+    reads: int = 0
+    last: CeleryStatus | None = None
+
+
+_flights: dict[str, _Flight] = {}
+_flights_lock = threading.Lock()
+
+
+def _flight(key: str) -> _Flight:
+    with _flights_lock:
+        return _flights.setdefault(key, _Flight())
+
+
+def _read_once(key: str, not_before: float, broker: Broker, shared_cache: "_StatusCache") -> CeleryStatus:
+    """One read for every thread of this process that asks meanwhile, then across processes."""
+    flight = _flight(key)
+    reads_before = flight.reads
+    if not flight.lock.acquire(timeout=read_bound()):
+        return _read_with_alerts(broker)  # this process's reader is stuck past any bound: read alone
     try:
-        status = _read_with_alerts(broker)
-        cache.set(key, status, settings.CELERY_STATUS_CACHE_SECONDS)
+        last = flight.last
+        if flight.reads != reads_before and last is not None and last.read_at >= not_before:
+            return last  # a read this thread waited for
+        cached = shared_cache.get(key)
+        if cached is not None and cached.read_at >= not_before:
+            return cached  # another process read meanwhile
+        status = _read_across_processes(key, not_before, broker, shared_cache)
+        flight.last, flight.reads = status, flight.reads + 1
         return status
     finally:
-        cache.delete(lock_key)
+        flight.lock.release()
+
+
+def _read_across_processes(key: str, not_before: float, broker: Broker, shared_cache: "_StatusCache") -> CeleryStatus:
+    # The last read stays under last_key while refreshes may wait for it: forget_status (which
+    # every control calls after its refreshing read) drops `key`, not the read the others share.
+    lock_key, last_key, token = f"{key}:reading", f"{key}:last", uuid.uuid4().hex
+    lifetime = read_bound()
+    give_up_at = time.monotonic() + lifetime  # by then the owner's key has expired, whatever became of it
+    taken_at = time.monotonic()
+    held = shared_cache.add(lock_key, token, math.ceil(lifetime))
+    while not held and not shared_cache.down and time.monotonic() < give_up_at:
+        time.sleep(POLL_SECONDS)  # another process is reading: take its result when it lands
+        shared = shared_cache.get_many([key, last_key]) if not_before else {key: shared_cache.get(key)}
+        for found in shared.values():
+            if found is not None and found.read_at >= not_before:
+                return found
+        taken_at = time.monotonic()
+        held = shared_cache.add(lock_key, token, math.ceil(lifetime))
+    try:
+        status = _read_with_alerts(broker)
+        shared_cache.set(key, status, settings.CELERY_STATUS_CACHE_SECONDS)
+        shared_cache.set(last_key, status, math.ceil(lifetime))
+        return status
+    finally:
+        if held and time.monotonic() - taken_at < lifetime - 1:
+            shared_cache.delete_if(lock_key, token)
 
 
 def _read_with_alerts(broker: Broker) -> CeleryStatus:
+    """The broker's status with its alerts; the database parts are left out when it fails."""
     status = read_status(broker)
-    if broker.alias == DEFAULT_ALIAS:  # the panel's worker list is the main backend's
-        record_seen(status)
-    return dataclasses.replace(status, alerts=compute_alerts(status, recent_history(broker.alias)))
+    try:
+        if broker.alias == DEFAULT_ALIAS:  # the panel's worker list is the main backend's
+            record_seen(status)
+        history = recent_history(broker.alias)
+    except DatabaseError as exc:
+        error = redact(f"{type(exc).__name__}: {exc}")
+        logger.warning("Status of backend %s without the database parts: %s", broker.alias, error)
+        return dataclasses.replace(
+            status,
+            alerts=compute_alerts(status, history=None),
+            history_available=False,
+            seen_workers_recorded=broker.alias != DEFAULT_ALIAS,
+            database_error=error,
+        )
+    return dataclasses.replace(status, alerts=compute_alerts(status, history))
+
+
+class _StatusCache:
+    """Django's cache for one status read: the first call that fails or times out turns the
+    cache off for the rest of the read (each further call would wait as long again)."""
+
+    def __init__(self) -> None:
+        self.down = False
+
+    def _call(self, default: Any, method: str, *args: Any) -> Any:
+        if self.down:
+            return default
+        try:
+            return getattr(cache, method)(*args)
+        except CACHE_ERRORS as exc:
+            self.down = True
+            logger.warning("The cache failed; the status is read uncached: %s", redact(f"{type(exc).__name__}: {exc}"))
+            return default
+
+    def get(self, key: str) -> Any:
+        return self._call(None, "get", key)
+
+    def get_many(self, keys: list[str]) -> dict[str, Any]:
+        return self._call({}, "get_many", keys)
+
+    def add(self, key: str, value: str, timeout: int) -> bool:
+        return self._call(False, "add", key, value, timeout)
+
+    def set(self, key: str, value: CeleryStatus, timeout: int) -> None:
+        self._call(None, "set", key, value, timeout)
+
+    def delete_if(self, key: str, token: str) -> None:
+        """Delete `key` if it still holds `token` (see the module's docstring for why this is safe)."""
+        if self.get(key) == token:
+            self._call(None, "delete", key)
 
 
 def forget_status(broker: Broker | None = None) -> None:
     """Drop the cached status (after an action that changed it, such as a purge)."""
-    cache.delete(_cache_key(broker or get_broker()))
+    _StatusCache()._call(None, "delete", _cache_key(broker or get_broker()))
 
 
 def _cache_key(broker: Broker) -> str:
