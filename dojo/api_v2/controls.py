@@ -17,7 +17,6 @@ from rest_framework.exceptions import ParseError, UnsupportedMediaType, Validati
 from rest_framework.parsers import JSONParser
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
 from dojo.api_v2.control_serializers import (
@@ -32,6 +31,7 @@ from dojo.api_v2.control_serializers import (
 )
 from dojo.api_v2.schema import control_schema
 from dojo.api_v2.serializers import CeleryQueuePurgeRequestSerializer, CeleryQueuePurgeSerializer, ErrorSerializer
+from dojo.api_v2.throttling import ScopedRateThrottle
 from dojo.models import SystemSettings
 from dojo.ops.brokers.connection import BrokerUnavailable
 from dojo.ops.brokers.queues import UnknownQueue, default_queue

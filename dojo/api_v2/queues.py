@@ -7,12 +7,12 @@ from drf_spectacular.utils import OpenApiResponse
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
 from dojo.api_v2.backends import BackendField, query_of, requested_backend
 from dojo.api_v2.schema import BROKER_DOWN, staff_read_schema
 from dojo.api_v2.serializers import ErrorSerializer
+from dojo.api_v2.throttling import ScopedRateThrottle
 from dojo.ops.brokers.connection import BrokerUnavailable
 from dojo.ops.brokers.transport import PeekUnsupported
 from dojo.ops.read_models.breakdown import FIRST_DEFAULT, QueueNotFound, breakdown

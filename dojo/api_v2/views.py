@@ -11,7 +11,6 @@ from drf_spectacular.utils import OpenApiResponse, PolymorphicProxySerializer, e
 from rest_framework import status
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
 from dojo.api_v2.backends import query_of
@@ -25,6 +24,7 @@ from dojo.api_v2.serializers import (
     TaskSearchQuerySerializer,
     TaskSearchSerializer,
 )
+from dojo.api_v2.throttling import ScopedRateThrottle
 from dojo.ops.fleet.status_cache import get_status
 from dojo.ops.observe.history import snapshots_since
 from dojo.ops.read_models.task_search import TaskQuery, find_tasks
