@@ -3,6 +3,7 @@
 from rest_framework import serializers
 
 from dojo.api_v2.backends import BackendField
+from dojo.api_v2.fields import NameField
 from dojo.ops.brokers.queues import configured_queues
 from dojo.ops.controls.pauses import QUEUE_NAME_MAX_LENGTH
 from dojo.ops.controls.revocations import TERMINATE_SIGNALS
@@ -11,7 +12,7 @@ TASK_ID_MAX_LENGTH = 255
 
 
 class QueuePauseRequestSerializer(serializers.Serializer):
-    queue = serializers.CharField(
+    queue = NameField(
         max_length=QUEUE_NAME_MAX_LENGTH,
         trim_whitespace=False,
         help_text="The queue; it need not be configured nor consumed (a pause may be set ahead of time).",
@@ -32,7 +33,7 @@ class QueuePauseSerializer(serializers.Serializer):
 
 class TaskPurgeRequestSerializer(serializers.Serializer):
     queue = serializers.ChoiceField(choices=[], help_text="A configured queue.")
-    task_name = serializers.CharField(max_length=255, help_text="The registered task name, e.g. dojo.tasks.add.")
+    task_name = NameField(max_length=255, help_text="The registered task name, e.g. dojo.tasks.add.")
     backend = BackendField()
 
     def __init__(self, *args, **kwargs) -> None:
@@ -54,7 +55,7 @@ class TaskPurgeSerializer(serializers.Serializer):
 
 
 class TaskIdRequestSerializer(serializers.Serializer):
-    task_id = serializers.CharField(max_length=TASK_ID_MAX_LENGTH)
+    task_id = NameField(max_length=TASK_ID_MAX_LENGTH)
     backend = BackendField()
 
 

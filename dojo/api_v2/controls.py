@@ -29,6 +29,7 @@ from dojo.api_v2.control_serializers import (
     TaskRevokeSerializer,
     TaskTerminateRequestSerializer,
 )
+from dojo.api_v2.exceptions import error_body
 from dojo.api_v2.schema import control_schema
 from dojo.api_v2.serializers import CeleryQueuePurgeRequestSerializer, CeleryQueuePurgeSerializer, ErrorSerializer
 from dojo.api_v2.throttling import ScopedRateThrottle
@@ -123,7 +124,7 @@ class CeleryControlView(APIView):
             code, field = next(refusal for kind, refusal in self.refusals.items() if isinstance(exc, kind))
             message = str(exc)
             self._audit(request, audited, Result.REFUSED, detail=message)
-            return Response({field: [message]} if field else {"detail": message}, status=code)
+            return Response(error_body({field: [message]} if field else {"detail": message}), status=code)
         self._audit(request, audited, Result.OK, counts=self.counts(result), detail=self.detail(result))
         return Response(self.response_serializer(result).data)
 

@@ -3,11 +3,14 @@ the work; CeleryControlView checks the permission, maps the errors to HTTP and w
 
 from collections.abc import Mapping
 
+from drf_spectacular.utils import OpenApiResponse
 from rest_framework import serializers
 from rest_framework.request import Request
 
 from dojo.api_v2.backends import BackendField
 from dojo.api_v2.controls import CeleryControlView
+from dojo.api_v2.fields import NameField
+from dojo.api_v2.serializers import ErrorSerializer
 from dojo.ops.brokers.registry import Broker
 from dojo.ops.controls.recurring import (
     RecurringTask,
@@ -19,12 +22,16 @@ from dojo.ops.controls.recurring import (
 )
 
 KEY_HELP = "The recurring task's key: its name in CELERY_BEAT_SCHEDULE or in django-celery-beat."
-# An unknown key, or an entry that cannot take the action: 400 naming the field.
-KEY_REFUSALS = {UnknownRecurringTask: (400, "key"), RecurringTaskRefused: (400, "key")}
+# An unknown key is a 404; an entry that cannot take the action (from settings, odd stored args) a 409.
+KEY_REFUSALS = {UnknownRecurringTask: (404, None), RecurringTaskRefused: (409, None)}
+KEY_ANSWERS = {
+    404: OpenApiResponse(ErrorSerializer, description="No recurring task has this key."),
+    409: OpenApiResponse(ErrorSerializer, description="The entry cannot take this action (the body says why)."),
+}
 
 
 class PeriodicRunRequestSerializer(serializers.Serializer):
-    key = serializers.CharField(help_text=KEY_HELP)
+    key = NameField(help_text=KEY_HELP)
     backend = BackendField()
 
 
@@ -37,7 +44,7 @@ class PeriodicRunSerializer(serializers.Serializer):
 
 
 class PeriodicEnabledRequestSerializer(serializers.Serializer):
-    key = serializers.CharField(help_text=KEY_HELP + " Database entries only.")
+    key = NameField(help_text=KEY_HELP + " Database entries only.")
     enabled = serializers.BooleanField()
     backend = BackendField()
 
@@ -60,6 +67,7 @@ class PeriodicTaskRunView(CeleryControlView):
     response_serializer = PeriodicRunSerializer
     target_fields = ("key",)
     refusals = KEY_REFUSALS
+    extra_responses = KEY_ANSWERS
     summary = "Run a recurring task now, with its args, kwargs and queue"
 
     def perform(self, request: Request, data: dict, backend: Broker) -> RunResult:
@@ -76,6 +84,7 @@ class PeriodicTaskEnabledView(CeleryControlView):
     response_serializer = RecurringTaskSerializer
     target_fields = ("key",)
     refusals = KEY_REFUSALS
+    extra_responses = KEY_ANSWERS
     summary = "Enable or disable a django-celery-beat entry (beat is told to reload)"
 
     def perform(self, request: Request, data: dict, backend: Broker) -> RecurringTask:

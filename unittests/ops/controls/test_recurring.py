@@ -144,7 +144,7 @@ def test_a_real_beat_records_each_run_at_once_and_obeys_disable_and_enable(redis
 
 
 @pytest.mark.django_db
-def test_static_entries_and_unknown_keys_are_refused_with_400(beat_schedule, superuser):
+def test_static_entries_and_unknown_keys_are_refused(beat_schedule, superuser):
     api = client_for(superuser)
 
     static = api.post(ENABLED, {"key": "static-add", "enabled": False}, format="json")
@@ -152,8 +152,8 @@ def test_static_entries_and_unknown_keys_are_refused_with_400(beat_schedule, sup
     missing = api.post(ENABLED, {"enabled": False}, format="json")
     bad_backend = api.post(RUN, {"key": "static-add", "backend": "nope"}, format="json")
 
-    assert static.status_code == 400 and "CELERY_BEAT_SCHEDULE" in static.json()["key"][0]
-    assert unknown.status_code == 400 and "nope" in unknown.json()["key"][0]
+    assert static.status_code == 409 and "CELERY_BEAT_SCHEDULE" in static.json()["detail"]
+    assert unknown.status_code == 404 and "nope" in unknown.json()["detail"]
     assert missing.status_code == 400 and "key" in missing.json()
     assert bad_backend.status_code == 400 and "backend" in bad_backend.json()
     assert sorted(audit_rows("toggle_periodic_task")) == [

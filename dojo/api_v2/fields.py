@@ -1,0 +1,21 @@
+"""Request fields whose schema is exactly what they accept."""
+
+from django.core.validators import ProhibitNullCharactersValidator, RegexValidator
+from rest_framework import serializers
+
+# DRF refuses NUL in every CharField; as a RegexValidator the schema says so too (a `pattern`).
+NO_NUL = RegexValidator(r"^[^\x00]*$", ProhibitNullCharactersValidator.message)
+
+
+class NameField(serializers.CharField):
+    """A non-blank JSON string without NUL (a queue, task or key name): DRF's CharField would also
+    take 0 or true and turn them into "0" and "True", which the schema's `type: string` does not allow."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(min_length=1, **kwargs)
+        self.validators = [NO_NUL, *(v for v in self.validators if not isinstance(v, ProhibitNullCharactersValidator))]
+
+    def to_internal_value(self, data: object) -> str:
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
