@@ -7,7 +7,7 @@ per DD_CELERY_STATUS_CACHE_SECONDS however often they come.
 import dataclasses
 
 from django.conf import settings
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -36,7 +36,10 @@ class HealthReadyView(APIView):
         tags=["health"],
         summary="200 when the broker answers and at least DD_CELERY_MIN_WORKERS workers are alive, else 503",
         parameters=[BACKEND_PARAMETER],
-        responses={200: ReadinessSerializer, 503: ReadinessSerializer},
+        responses={
+            200: OpenApiResponse(ReadinessSerializer, description="Ready."),
+            503: OpenApiResponse(ReadinessSerializer, description="Not ready: `reasons` says why (not an Error body)."),
+        },
     )
     def get(self, request: Request) -> Response:
         backend = requested_backend(request)
