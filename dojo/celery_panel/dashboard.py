@@ -4,9 +4,16 @@ concurrency limits and the controls, for the backend chosen with ?backend=.
 A thin view: the rows come from dojo.ops (queue_table, processes, recurring, semaphores);
 this module only picks the backend, sorts the tables (dojo.celery_panel.sorting), sums the cards
 and says which controls the user may see. The buttons call the REST API (celery_controls.js).
+
+One budget for the page's broker reads (dojo.ops.read_models.budget): the status, the queue
+depths and the slots on the broker's Redis are read at once, each in a thread of its own, while
+this thread reads the database; a part that has not answered by the deadline is named on the
+page with the reason, and its late result is dropped.
 """
 
+from concurrent.futures import Future
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from django.conf import settings
@@ -23,7 +30,8 @@ from dojo.ops.brokers.registry import Broker, UnknownBroker, configured_brokers,
 from dojo.ops.fleet.processes import STALE_AFTER_SECONDS, ProcessRow, list_processes
 from dojo.ops.fleet.status import CeleryStatus
 from dojo.ops.fleet.status_cache import get_status
-from dojo.ops.limits.semaphores import list_semaphores
+from dojo.ops.limits.semaphores import HeldSlots, held_slots, semaphore_states, slots_on_broker
+from dojo.ops.read_models.budget import Budget, OutOfTime, broker_budget, done
 from dojo.ops.read_models.queue_table import QueueTable, queue_table
 from dojo.ops.read_models.recurring import recurring_tasks
 from dojo.ops.read_models.stored_results import recent_activity
@@ -102,16 +110,35 @@ class Section:
     error: str | None = None
 
 
+@dataclass(frozen=True)
+class Unavailable:
+    """A part of the page that could not be read, and why."""
+
+    key: str
+    label: str
+    reason: str
+
+
 def _sorted(request: HttpRequest, name: str, rows: list, columns: list[Column]) -> SortedTable:
     return sort_table(rows, columns, request.GET, SORT_PARAMS[name], name)
 
 
-def _semaphores(request: HttpRequest, broker: Broker) -> Section:
+def _semaphores(request: HttpRequest, broker: Broker, budget: Budget, held: "Future[HeldSlots]") -> Section:
     """The semaphores table; the reason instead when their store (the broker's Redis) did not answer."""
     try:
-        return Section(_sorted(request, "semaphores", list_semaphores(broker), SEMAPHORE_COLUMNS))
-    except BrokerUnavailable as exc:
+        states = semaphore_states(broker, budget.result(held))
+    except (BrokerUnavailable, OutOfTime) as exc:
         return Section(None, str(exc))
+    return Section(_sorted(request, "semaphores", states, SEMAPHORE_COLUMNS))
+
+
+def _unavailable(status: CeleryStatus, table: QueueTable, semaphores: Section) -> list[Unavailable]:
+    parts = [
+        ("status", "Status and workers", None if status.broker_status else status.error or "the broker is unreachable"),
+        ("queues", "Queues (broker columns)", table.broker_error),
+        ("semaphores", "Concurrency limits", semaphores.error),
+    ]
+    return [Unavailable(key, label, reason) for key, label, reason in parts if reason]
 
 
 def _sum(values: list[int | None]) -> int | None:
@@ -201,9 +228,14 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         broker = get_broker(request.GET.get("backend"))
     except UnknownBroker as exc:
         return HttpResponseBadRequest(f"backend: {exc}", content_type="text/plain")
-    status = get_status(broker=broker)
-    table = queue_table(broker)
+    budget = broker_budget()
+    status_read = budget.start(partial(get_status, broker=broker), "status")
+    # Slots kept in this project's database are read in this thread, like every other row.
+    held = budget.start(partial(held_slots, broker), "semaphores") if slots_on_broker(broker) else None
     processes = list_processes(broker.alias)
+    table = queue_table(broker, status_read, budget)
+    status = table.status
+    semaphores = _semaphores(request, broker, budget, held or done(held_slots(broker)))
     context = {
         **admin.site.each_context(request),
         "is_nav_sidebar_enabled": False,  # the queues table needs the page's whole width
@@ -215,13 +247,13 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         "backends": list(configured_brokers()),
         "backend_facts": backend_facts(broker, table, status),
         "summary_cards": summary_cards(request, table, status, processes),
-        "broker_error": table.broker_error,
+        "unavailable": _unavailable(status, table, semaphores),
         "results_error": table.results_error,
         "queues": _sorted(request, "queues", table.rows, QUEUE_COLUMNS),
         "shared_queues": _sorted(request, "shared", table.shared_rows, SHARED_QUEUE_COLUMNS),
         "processes": _sorted(request, "processes", processes, PROCESS_COLUMNS),
         "recurring": _sorted(request, "recurring", recurring_tasks(), RECURRING_COLUMNS),
-        "semaphores": _semaphores(request, broker),
+        "semaphores": semaphores,
         "controls": user_controls(request),
         "read_only": not controls_enabled(),
     }

@@ -367,7 +367,25 @@ def _live_waiters(backend_alias: str):
 def list_semaphores(broker: Broker | None = None) -> list[SemaphoreState]:
     """Every key used within KEY_LISTED_SECONDS, by key. Raises BrokerUnavailable when Redis does not answer."""
     broker = broker or get_broker()
-    held = STORES[broker.transport.slot_store].held(broker)
+    return semaphore_states(broker, held_slots(broker))
+
+
+HeldSlots = list[tuple[str, int, int, datetime | None]]  # (key, limit, slots held, last expiry)
+
+
+def slots_on_broker(broker: Broker) -> bool:
+    """Whether the slots live on the broker (its Redis) rather than in this project's database."""
+    return broker.transport.slot_store == "redis"
+
+
+def held_slots(broker: Broker) -> HeldSlots:
+    """The part of list_semaphores that reads the slot store (the broker's Redis, or the database:
+    see `slots_on_broker`). Raises BrokerUnavailable when Redis does not answer."""
+    return STORES[broker.transport.slot_store].held(broker)
+
+
+def semaphore_states(broker: Broker, held: HeldSlots) -> list[SemaphoreState]:
+    """The keys of `held` with their blocked waiters (the database part of list_semaphores), by key."""
     waiters = dict(_live_waiters(broker.alias).values("key").annotate(count=Count("id")).values_list("key", "count"))
     states = [
         SemaphoreState(

@@ -15,14 +15,17 @@ Columns and where they come from (the closest honest Celery meaning of the seed'
   without the stamp, and for an empty queue.
 - live workers: answering workers that consume the queue now (a paused queue has none).
 Worker columns come from the cached status document (at most DD_CELERY_STATUS_CACHE_SECONDS
-old); broker columns are read now.
+old); broker columns are read now, in a thread of their own while the status is read, both
+within one budget (dojo.ops.read_models.budget): the table never waits two broker bounds.
 """
 
 import logging
 import time
 from collections import Counter
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import partial
 
 from celery import states
 from django.conf import settings
@@ -30,7 +33,7 @@ from django.core.cache import cache
 from django.db import DatabaseError
 
 from dojo.ops.brokers.connection import BrokerUnavailable, broker_connection
-from dojo.ops.brokers.queues import configured_queues
+from dojo.ops.brokers.queues import configured_queues, default_queue
 from dojo.ops.brokers.registry import Broker, get_broker
 from dojo.ops.brokers.transport import QueueDepth
 from dojo.ops.fleet.load import WorkerLoad, worker_loads
@@ -38,6 +41,7 @@ from dojo.ops.fleet.pauses import paused_queues
 from dojo.ops.fleet.status import CeleryStatus
 from dojo.ops.fleet.status_cache import get_status
 from dojo.ops.limits.semaphores import blocked_by_queue
+from dojo.ops.read_models.budget import Budget, OutOfTime, broker_budget
 from dojo.ops.read_models.stored_results import count_results as count_results_by
 from dojo.ops.redaction import redact
 
@@ -75,6 +79,7 @@ class QueueTable:
     broker_error: str | None
     read_at: datetime
     results_error: str | None = None  # the result store could not be counted
+    status: CeleryStatus | None = field(default=None, repr=False)  # the one the worker columns come from
 
 
 @dataclass
@@ -86,18 +91,44 @@ class ResultCounts:
     error: str | None = None
 
 
-def queue_table(broker: Broker | None = None) -> QueueTable:
+def queue_table(
+    broker: Broker | None = None,
+    status: "CeleryStatus | Future[CeleryStatus] | None" = None,
+    budget: Budget | None = None,
+) -> QueueTable:
     """The queues table of `broker` (the main one if None). Never raises for the broker: when
-    it is unreachable the rows hold what is known, ready counts are None, broker_error says why."""
+    it is unreachable the rows hold what is known, ready counts are None, broker_error says why.
+
+    One budget for the broker (`budget`, else one broker bound from now): the depths are read in
+    a thread of their own while the status is read (or awaited, when `status` is a read in
+    progress under `budget`); what misses the deadline is unknown, with the reason. A status
+    already read is used as is; without one it is read here, in this thread (its database part
+    may need this thread's transaction). A status that found the broker down is not waited on twice."""
     broker = broker or get_broker()
+    budget = budget or broker_budget()
     read_at = datetime.now(UTC)
-    status = get_status(broker=broker)
-    loads = worker_loads(status.worker_replies)
     paused = paused_queues(broker.alias)
+    periodic = _periodic_queues()
+    known = [*configured_queues(), *sorted((paused | periodic) - set(configured_queues()))]
+    if isinstance(status, CeleryStatus):
+        known += sorted(set(_consumed(worker_loads(status.worker_replies))) - set(known))
+    if isinstance(status, CeleryStatus) and not status.broker_status:
+        depth_read = None  # a status that has just found the broker down saves a second wait
+    else:
+        depth_read = budget.start(partial(_read_depths, broker, known), "queue-depths")
     blocked = blocked_by_queue(broker.alias)
-    sources = _sources(loads, paused, _periodic_queues())
-    depths, broker_error = _read_depths(broker, status, list(sources))
     results = result_counts()
+    status, late = _status_within(budget, status, broker)
+    down = None if late or status.broker_status else status.error or "The broker is unreachable."
+    loads = worker_loads(status.worker_replies)
+    sources = _sources(loads, paused, periodic)
+    depths, broker_error = _depths_within(budget, depth_read, down)
+    extra = [name for name in sources if name not in known]
+    if extra and broker_error is None:  # queues only the status named (consumed, not configured)
+        more, error = _depths_within(budget, budget.start(partial(_read_depths, broker, extra), "queue-depths"), None)
+        depths.update(more)
+        if error:
+            broker_error = f"Ready counts of {', '.join(extra)} (known from the workers) were not read: {error}"
     now = time.time()
 
     def row(name: str) -> QueueTableRow:
@@ -129,7 +160,32 @@ def queue_table(broker: Broker | None = None) -> QueueTable:
         broker_error=broker_error,
         read_at=read_at,
         results_error=results.error,
+        status=status,
     )
+
+
+def status_within(budget: Budget, status: "CeleryStatus | Future[CeleryStatus] | None", broker: Broker) -> CeleryStatus:
+    """`status` itself, the read in progress once it lands, or a fresh one read in this thread;
+    a read still running at the deadline gives a status of a broker that did not answer."""
+    return _status_within(budget, status, broker)[0]
+
+
+def _status_within(
+    budget: Budget, status: "CeleryStatus | Future[CeleryStatus] | None", broker: Broker
+) -> tuple[CeleryStatus, bool]:
+    """status_within, and whether the read missed the deadline."""
+    if status is None:
+        return get_status(broker=broker), False
+    if isinstance(status, CeleryStatus):
+        return status, False
+    try:
+        return budget.result(status), False
+    except OutOfTime as exc:
+        return CeleryStatus(broker_status=False, queue=default_queue(), error=str(exc), backend=broker.alias), True
+
+
+def _consumed(loads: dict[str, WorkerLoad]) -> list[str]:
+    return [name for name, load in loads.items() if load.consumers]
 
 
 def known_queues(broker: Broker | None = None) -> set[str]:
@@ -145,7 +201,7 @@ def _sources(loads: dict[str, WorkerLoad], paused: set[str], periodic: set[str])
     first), then the others by name."""
     configured = configured_queues()
     sources: dict[str, list[str]] = {name: [CONFIGURATION] for name in configured}
-    consumed = {name for name, load in loads.items() if load.consumers}
+    consumed = set(_consumed(loads))
     for source, names in ((WORKER, consumed), (PAUSE, paused), (PERIODIC, periodic)):
         for name in names:
             sources.setdefault(name, []).append(source)
@@ -153,15 +209,22 @@ def _sources(loads: dict[str, WorkerLoad], paused: set[str], periodic: set[str])
     return {name: sources[name] for name in [*configured, *others]}
 
 
-def _read_depths(broker: Broker, status: CeleryStatus, names: list[str]) -> tuple[dict[str, QueueDepth], str | None]:
-    """Depths read now; none (and the reason) when the broker is unreachable. A status that
-    has just found the broker down saves a second wait for the same answer."""
-    if not status.broker_status:
-        return {}, status.error or "The broker is unreachable."
+def _read_depths(broker: Broker, names: list[str]) -> dict[str, QueueDepth]:
+    """Depths read now; raises BrokerUnavailable when the broker is unreachable."""
+    with broker_connection(broker=broker) as conn:
+        return broker.transport.depths(conn, names)
+
+
+def _depths_within(
+    budget: Budget, read: "Future[dict[str, QueueDepth]] | None", down: str | None
+) -> tuple[dict[str, QueueDepth], str | None]:
+    """The depths `read` found by the deadline; none, and the reason, when the broker did not
+    answer (`down`: the reason a status read just found, the same broker's)."""
+    if down is not None or read is None:
+        return {}, down or "The broker is unreachable."
     try:
-        with broker_connection(broker=broker) as conn:
-            return broker.transport.depths(conn, names), None
-    except BrokerUnavailable as exc:
+        return dict(budget.result(read)), None
+    except (BrokerUnavailable, OutOfTime) as exc:
         return {}, str(exc)
 
 
