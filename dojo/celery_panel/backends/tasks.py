@@ -13,7 +13,7 @@ from dojo.celery_panel.backends.base import TasksBackend
 from dojo.celery_panel.pages import TaskDetailPage, TaskListPage, TaskRow
 from dojo.ops.fleet.status import LIVE_STATES, TASK_LISTS
 from dojo.ops.fleet.status_cache import get_status
-from dojo.ops.literals import literal_or_text
+from dojo.ops.literals import literal_or_text, showable, shown_text
 
 # Never count more matching rows than this for one page: past it the page says "10,000+".
 COUNT_CAP = 10_000
@@ -39,11 +39,11 @@ def decode_stored(value: str | None) -> Any:
         return None
     try:
         decoded = json.loads(value)
-    except ValueError:
-        return value
+    except (ValueError, RecursionError):
+        return shown_text(value)
     if isinstance(decoded, str) and decoded[:1] in "([{":
         return literal_or_text(decoded)  # result_extended stores argsrepr/kwargsrepr: Python repr text, JSON-encoded
-    return decoded
+    return decoded if showable(decoded) else shown_text(value)
 
 
 def pretty(value: Any) -> str:
@@ -52,7 +52,10 @@ def pretty(value: Any) -> str:
         return "-"
     if isinstance(value, str):
         return value
-    return json.dumps(value, indent=2, sort_keys=True, default=str)
+    try:
+        return json.dumps(value, indent=2, sort_keys=True, default=str)
+    except (TypeError, ValueError, RecursionError):  # keys JSON has not (tuples) or that do not sort (1 and "a")
+        return str(value)
 
 
 def own_time_limits(app: Any, task: Any) -> dict[str, int | None]:
@@ -161,8 +164,8 @@ class DjangoCeleryResultsTasksBackend(TasksBackend):
         queue = None
         if isinstance(meta, dict):
             # django-celery-results stores only request.meta and children; a queue there is a bonus.
-            delivery = meta.get("delivery_info") or {}
-            queue = meta.get("queue") or delivery.get("routing_key")
+            delivery = meta.get("delivery_info")
+            queue = meta.get("queue") or (delivery.get("routing_key") if isinstance(delivery, dict) else None)
         return TaskRow(
             id=result.task_id,
             name=result.task_name,
