@@ -204,3 +204,57 @@ class CeleryAuditLog(models.Model):
 
     def __str__(self) -> str:
         return f"{self.created_at:%Y-%m-%d %H:%M:%S} {self.username} {self.action} {self.target}: {self.result}"
+
+
+class MonitoredWorker(models.Model):
+    """A worker as Celery's own events describe it (worker-online/heartbeat/offline), written by
+    `manage.py celery_monitor` (dojo.ops.observe.monitor) at most once a second per worker.
+
+    Every worker sends these events, whether it runs this project's code or not, so this is how
+    the processes table shows the workers that write no CeleryProcess heartbeat. The times are
+    the monitor's clock when it received the event.
+    """
+
+    backend = models.CharField(max_length=100, default="default")
+    hostname = models.CharField(max_length=255)  # the worker's node name, w1@host
+    online = models.BooleanField(default=True)  # False once it sent worker-offline
+    first_seen = models.DateTimeField()
+    last_heartbeat_at = models.DateTimeField(db_index=True)
+    pid = models.PositiveIntegerField(null=True, blank=True)
+    freq = models.FloatField(default=2.0)  # its heartbeat interval, seconds
+    sw_ident = models.CharField(max_length=100, blank=True)
+    sw_ver = models.CharField(max_length=100, blank=True)
+    sw_sys = models.CharField(max_length=100, blank=True)
+    processed = models.PositiveBigIntegerField(default=0)
+    active = models.PositiveIntegerField(default=0)
+    loadavg = models.JSONField(default=list, blank=True)
+
+    class Meta:
+        ordering = ["backend", "hostname"]
+        constraints = [models.UniqueConstraint(fields=["backend", "hostname"], name="unique_monitored_worker")]
+
+    def __str__(self) -> str:
+        return f"{self.hostname} on {self.backend} (events)"
+
+
+class MonitorHeartbeat(models.Model):
+    """The event monitor of one backend, written every second while it runs, so the pages can
+    say "monitor down since ..." instead of silently showing workers as stale."""
+
+    backend = models.CharField(max_length=100, unique=True)
+    hostname = models.CharField(max_length=255)
+    pid = models.PositiveIntegerField()
+    started_at = models.DateTimeField()
+    last_beat_at = models.DateTimeField()
+    stopped_at = models.DateTimeField(null=True, blank=True)  # set by a clean shutdown
+    broker_connected = models.BooleanField(default=False)
+    last_error = models.TextField(blank=True)  # redacted
+    events_seen = models.PositiveBigIntegerField(default=0)  # since started_at
+    # Task events by type since started_at ({"received": 3, "succeeded": 2, ...}).
+    task_event_counts = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["backend"]
+
+    def __str__(self) -> str:
+        return f"Event monitor of {self.backend}"

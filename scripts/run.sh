@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Run dojo on the embedded defaults: SQLite and the filesystem broker under var/, so no
 # server has to be installed. Migrates, makes sure a superuser exists (password from
-# DD_ADMIN_PASSWORD, or generated and printed once), then starts a Celery worker, beat
-# and the web server on http://127.0.0.1:${DD_PORT:-8080}/. Ctrl-C stops all three.
+# DD_ADMIN_PASSWORD, or generated and printed once), then starts a Celery worker, beat, the
+# event monitor (manage.py celery_monitor: every worker's events, for the processes table) and
+# the web server on http://127.0.0.1:${DD_PORT:-8080}/. Ctrl-C stops all four.
 #
 # The web server is gunicorn with gunicorn.conf.py, as in production (static files by
 # whitenoise, no collectstatic needed). Without a shared DD_CACHE_URL it runs one process
@@ -31,8 +32,10 @@ celery -A dojo worker -l info > var/log/celery-worker.log 2>&1 &
 worker=$!
 celery -A dojo beat -l info > var/log/celery-beat.log 2>&1 &
 beat=$!
-trap 'kill $worker $beat 2>/dev/null; wait $worker $beat 2>/dev/null' EXIT
-echo "Worker and beat log to var/log/. Open http://127.0.0.1:${DD_PORT:-8080}/system_settings"
+python manage.py celery_monitor > var/log/celery-monitor.log 2>&1 &
+monitor=$!
+trap 'kill $worker $beat $monitor 2>/dev/null; wait $worker $beat $monitor 2>/dev/null' EXIT
+echo "Worker, beat and the event monitor log to var/log/. Open http://127.0.0.1:${DD_PORT:-8080}/system_settings"
 if [ "$dev_server" = true ]; then
   python manage.py runserver --insecure --noreload "127.0.0.1:${DD_PORT:-8080}"
 else

@@ -21,9 +21,9 @@ COMPOSE_FILE = ROOT / "docker-compose.yml"
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
 REQUIRED = {"DD_SECRET_KEY": "test-secret-key", "DD_DATABASE_PASSWORD": "test-db-password"}
-SERVICES = {"postgres", "redis", "initializer", "web", "celeryworker", "celerybeat"}
-APP_SERVICES = ("initializer", "web", "celeryworker", "celerybeat")
-LONG_RUNNING = ("web", "celeryworker", "celerybeat")
+SERVICES = {"postgres", "redis", "initializer", "web", "celeryworker", "celerybeat", "monitor"}
+APP_SERVICES = ("initializer", "web", "celeryworker", "celerybeat", "monitor")
+LONG_RUNNING = ("web", "celeryworker", "celerybeat", "monitor")
 
 
 @pytest.fixture(scope="module")
@@ -109,6 +109,8 @@ def test_commands(config):
     assert services["web"]["environment"]["DD_WEB_BIND"] == "0.0.0.0:8080"
     assert command(services["celeryworker"])[:4] == ["celery", "-A", "dojo", "worker"]
     assert command(services["celerybeat"])[:4] == ["celery", "-A", "dojo", "beat"]
+    assert command(services["monitor"]) == ["python", "manage.py", "celery_monitor"]
+    assert services["monitor"]["image"] == services["web"]["image"]
 
 
 def test_web_command_is_the_images_cmd(config):

@@ -27,7 +27,7 @@ from dojo.celery_panel.sorting import Column, SortedTable, sort_table
 from dojo.ops.brokers.connection import BrokerUnavailable
 from dojo.ops.brokers.queues import default_queue
 from dojo.ops.brokers.registry import Broker, UnknownBroker, configured_brokers, get_broker
-from dojo.ops.fleet.processes import STALE_AFTER_SECONDS, ProcessRow, list_processes
+from dojo.ops.fleet.processes import STALE_AFTER_SECONDS, ProcessRow, list_processes, monitor_state
 from dojo.ops.fleet.status import CeleryStatus
 from dojo.ops.fleet.status_cache import get_status
 from dojo.ops.limits.semaphores import HeldSlots, held_slots, semaphore_states, slots_on_broker
@@ -66,6 +66,12 @@ PROCESS_COLUMNS = [
     Column("Last heartbeat", "last_heartbeat_at"),
     Column("Host", "hostname"),
     Column("PID", "pid"),
+    Column(
+        "Source",
+        "source",
+        "heartbeat: written by this project's process; events: Celery's worker events, "
+        "read by the event monitor (any worker); both: seen both ways",
+    ),
 ]
 RECURRING_COLUMNS = [
     Column("Key", "key"),
@@ -252,6 +258,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         "queues": _sorted(request, "queues", table.rows, QUEUE_COLUMNS),
         "shared_queues": _sorted(request, "shared", table.shared_rows, SHARED_QUEUE_COLUMNS),
         "processes": _sorted(request, "processes", processes, PROCESS_COLUMNS),
+        "monitor": monitor_state(broker.alias),
         "recurring": _sorted(request, "recurring", recurring_tasks(), RECURRING_COLUMNS),
         "semaphores": semaphores,
         "controls": user_controls(request),

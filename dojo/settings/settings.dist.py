@@ -96,6 +96,12 @@ env = environ.Env(
     DD_CELERY_WORKER_OFFLINE_HOURS=(int, 24),
     # Beat's scheduler class; the default keeps the schedule (and each entry's last run) in the database.
     DD_CELERY_BEAT_SCHEDULER=(str, "django_celery_beat.schedulers:DatabaseScheduler"),
+    # The event monitor (manage.py celery_monitor): task events kept in memory per backend (oldest dropped first).
+    DD_CELERY_MONITOR_MAX_TASKS=(int, 10000),
+    # The event monitor: workers kept in memory per backend (the one heard from least recently dropped first).
+    DD_CELERY_MONITOR_MAX_WORKERS=(int, 2000),
+    # The event monitor re-sends enable_events to every worker this often, seconds; 0 = never (never when read only).
+    DD_CELERY_MONITOR_ENABLE_EVENTS_SECONDS=(float, 5.0),
 )
 
 # --- Django core ---------------------------------------------------------
@@ -289,6 +295,10 @@ CELERY_HISTORY_DAYS = env("DD_CELERY_HISTORY_DAYS")
 METRICS_TOKEN = env("DD_METRICS_TOKEN")
 # Not a Celery setting: how long the admin's Celery panel lists a silent worker as offline.
 CELERY_WORKER_OFFLINE_HOURS = env("DD_CELERY_WORKER_OFFLINE_HOURS")
+# Not Celery settings: the event monitor's memory caps and how often it asks workers for task events.
+CELERY_MONITOR_MAX_TASKS = env("DD_CELERY_MONITOR_MAX_TASKS")
+CELERY_MONITOR_MAX_WORKERS = env("DD_CELERY_MONITOR_MAX_WORKERS")
+CELERY_MONITOR_ENABLE_EVENTS_SECONDS = env("DD_CELERY_MONITOR_ENABLE_EVENTS_SECONDS")
 # Beat: django-celery-beat's DatabaseScheduler adds CELERY_BEAT_SCHEDULE to the entries edited in the admin.
 CELERY_BEAT_SCHEDULER = env("DD_CELERY_BEAT_SCHEDULER")
 # Write an entry's last run right after each send (one small UPDATE), not every 3 minutes, so

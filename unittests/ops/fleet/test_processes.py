@@ -258,6 +258,7 @@ def test_api_lists_processes_for_staff(fleet):
         "heartbeat_age_seconds": pytest.approx(0.5, abs=2),
         "hostname": "h1",
         "pid": 100,
+        "source": "heartbeat",
     }
     other = client.get(PROCESSES, {"backend": "other"})
     assert other.status_code == 400 and "backend" in other.json()
