@@ -20,3 +20,5 @@ TRANSPORT_ALIASES["filesystem"] = "dojo.ops.brokers.filesystem_transport:Transpo
 app = Celery("dojo", include=["dojo.worker"])
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+# Announces dojo_status in the built-in `stats` answer (dojo.ops.fleet.worker_reply).
+app.steps["worker"].add("dojo.worker.commands:StatusMarker")

@@ -26,6 +26,7 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 ROOT = Path(__file__).resolve().parent.parent
+PLAIN_FLEET = ROOT / "unittests" / "plain_fleet"  # plain_app.py: a Celery app that imports nothing of ours
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
 
@@ -164,22 +165,48 @@ class LiveBroker:
 
     def start_worker(self, name: str, queues: str = "celery", **env: str) -> str:
         """Start `celery -A dojo worker` and wait until it answers a ping; returns its name."""
+        return self._start(name, queues, ["-A", "dojo"], ROOT, self.env(**env))
+
+    def start_plain_worker(
+        self, name: str, queues: str = "celery", python: str = sys.executable, concurrency: int = 2, **env: str
+    ) -> str:
+        """Start a worker of unittests/plain_fleet/plain_app.py, which imports nothing of the project
+        (`python` may be another virtualenv's, for an older Celery); returns its name."""
+        plain_env = {k: v for k, v in os.environ.items() if not k.startswith(("DD_", "DJANGO"))}
+        plain_env.update(
+            PLAIN_BROKER_URL=self.url,
+            PLAIN_TRANSPORT_OPTIONS=json.dumps(self.transport_options),
+            PLAIN_RESULT_BACKEND=self.result_backend,
+            PYTHONPATH=str(PLAIN_FLEET),
+            **env,
+        )
+        return self._start(name, queues, ["-A", "plain_app"], PLAIN_FLEET, plain_env, python, concurrency)
+
+    def _start(
+        self,
+        name: str,
+        queues: str,
+        app: list[str],
+        cwd: Path,
+        env: dict[str, str],
+        python: str = sys.executable,
+        concurrency: int = 2,
+    ) -> str:
         hostname = f"{name}@{socket.gethostname()}"
         log = open(self.tmp / f"{name}.log", "w")  # noqa: SIM115 - closed with the process
         proc = subprocess.Popen(
             [
-                sys.executable,
+                python,
                 "-m",
                 "celery",
-                "-A",
-                "dojo",
+                *app,
                 "worker",
                 "-n",
                 hostname,
                 "-Q",
                 queues,
                 "-c",
-                "2",
+                str(concurrency),
                 "-P",
                 "prefork",
                 "-l",
@@ -187,8 +214,8 @@ class LiveBroker:
                 "--without-mingle",
                 "--without-gossip",
             ],
-            cwd=ROOT,
-            env=self.env(**env),
+            cwd=cwd,
+            env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,

@@ -85,11 +85,21 @@ class CeleryStatusSerializer(serializers.Serializer):
         "null when the broker is unreachable. Prefetched messages are not counted.",
     )
     queues = serializers.DictField(child=QueueStateSerializer(), help_text="Every configured queue, by name.")
-    active_tasks = serializers.IntegerField(help_text="Tasks running on the answering workers.")
-    reserved_tasks = serializers.IntegerField(help_text="Tasks prefetched by the answering workers, not started.")
-    scheduled_tasks = serializers.IntegerField(help_text="ETA/countdown tasks held by the answering workers.")
+    active_tasks = serializers.IntegerField(
+        allow_null=True, help_text="Tasks running on the answering workers; null when one of them did not say in time."
+    )
+    reserved_tasks = serializers.IntegerField(
+        allow_null=True, help_text="Tasks prefetched by the answering workers, not started; null when one did not say."
+    )
+    scheduled_tasks = serializers.IntegerField(
+        allow_null=True, help_text="ETA/countdown tasks held by the answering workers; null when one did not say."
+    )
     registered_tasks = serializers.ListField(child=serializers.CharField(), help_text="Task names, sorted.")
-    worker_stats = serializers.DictField(child=WorkerStatsSerializer(), help_text="By worker.")
+    worker_stats = serializers.DictField(
+        child=WorkerStatsSerializer(allow_null=True),
+        help_text="By worker, every answering worker (project code or not); null for one that did not give its "
+        "stats in time.",
+    )
     queue_details = QueueDetailsSerializer()
     alerts = serializers.ListField(child=AlertSerializer())
     task_time_limit = serializers.IntegerField(allow_null=True, help_text="Seconds; null when off.")

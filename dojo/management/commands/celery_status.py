@@ -76,8 +76,9 @@ class Command(BaseCommand):
             lines.append("  unknown (the broker did not answer)")
         ready_messages = sum(queue.ready or 0 for queue in status.queues.values())
         lines.append(
-            f"Totals: {status.workers} worker(s), {status.active_tasks} active, {status.reserved_tasks} reserved, "
-            f"{status.scheduled_tasks} scheduled, {ready_messages} ready in queues"
+            f"Totals: {status.workers} worker(s), {self.count(status.active_tasks)} active, "
+            f"{self.count(status.reserved_tasks)} reserved, {self.count(status.scheduled_tasks)} scheduled, "
+            f"{ready_messages} ready in queues"
         )
         lines.append(f"Alerts: {len(status.alerts) or 'none'}")
         lines += [f"  {alert.severity.upper()}: {alert.message}" for alert in status.alerts]

@@ -3,22 +3,25 @@ has answered, on the bounded connection given (never the app's own producer pool
 
 import os
 import threading
+import time
 import uuid
 from collections.abc import Collection
 
 from django.core.cache import cache
-from kombu import Connection
+from kombu import Connection, Consumer
 from kombu.pidbox import Mailbox
 
 from dojo.celery import app
 from dojo.ops.brokers.connection import broker_connection, broker_timeout
 from dojo.ops.brokers.registry import Broker
+from dojo.ops.fleet.worker_reply import INSPECT_COMMANDS, STATUS_COMMAND, describe_worker, speaks_status
 
 BEAT_PREFIX = "celerybeat@"
 SILENT_CACHE_KEY = "dojo.ops.silent_workers"
 SILENT_RECHECK_SECONDS = 60
 KNOWN_CACHE_KEY = "dojo.ops.known_workers"
 KNOWN_SECONDS = 600
+SPEAKERS_CACHE_KEY = "dojo.ops.status_speakers"  # workers whose stats announced dojo_status
 
 
 class _ThreadMailbox(Mailbox):
@@ -51,42 +54,142 @@ def mailbox(conn: Connection) -> Mailbox:
 def query_workers(
     conn: Connection,
     broker: Broker,
-    command: str,
     timeout: float,
     queue_consumers: dict[str, int | None] | None = None,
 ) -> dict[str, dict]:
-    """Send `command` to the workers in one broadcast; their replies by worker name.
+    """Every answering worker's part of the status document (worker_reply.describe_worker), by
+    worker name, in one round on `conn`: `dojo_status` to the workers known to answer it, the six
+    built-in inspect commands to every other one, all published at once and collected in one drain.
 
-    The broadcast goes to the expected workers by name, so it returns as soon as all of
-    them answered instead of always waiting `timeout` (design.md). On Redis and the
-    filesystem broker the expected workers are the bound ones; a bound worker that did
-    not answer (killed, or a busy solo pool) is left out for SILENT_RECHECK_SECONDS, so
-    a dead worker's stale binding costs one slow broadcast a minute, not every one.
-    On brokers that list no bindings (AMQP) see `_remembered_expected`. Beat answers when its
-    remote control is on: it is not a worker.
+    The commands go to the expected workers by name, so the round ends as soon as all of them
+    answered instead of always waiting `timeout` (design.md). On Redis and the filesystem broker
+    the expected workers are the bound ones; a bound worker that did not answer (killed, or a busy
+    solo pool) is left out for SILENT_RECHECK_SECONDS, so a dead worker's stale binding costs one
+    slow round a minute, not every one. On brokers that list no bindings (AMQP) see
+    `_remembered_expected`; when it cannot tell, the built-in commands go to everyone and the round
+    waits the whole timeout. Beat answers when its remote control is on: it is not a worker.
     """
     if timeout <= 0:
         return {}
+    deadline = time.monotonic() + timeout
     broker_key = conn.as_uri()  # password masked
     bound = broker.transport.bound_workers(conn, app.conf.control_exchange)
+    silent_key = f"{SILENT_CACHE_KEY}:{broker_key}"
+    speakers_key = f"{SPEAKERS_CACHE_KEY}:{broker_key}"
     if bound is None:
         expected = _remembered_expected(conn, broker, broker_key, queue_consumers or {})
-        replies = [] if expected == set() else _send(conn, command, {}, expected, timeout)
     elif not bound:
         return {}
     else:
-        silent_key = f"{SILENT_CACHE_KEY}:{broker_key}"
         silent = cache.get(silent_key, set()) & bound
         expected = (bound - silent) or bound
-        replies = _send(conn, command, {}, expected, timeout)
-        newly_silent = expected - {name for reply in replies for name in reply}
+    if expected == set():
+        return {}
+    speakers: set[str] = cache.get(speakers_key, set())
+    status_to = sorted(speakers & expected) if expected is not None else sorted(speakers)
+    inspect_to = sorted(expected - speakers) if expected is not None else None  # None: everyone
+    answers = _round(conn, status_to, inspect_to, deadline)
+    workers = {name: answer for name, answer in answers.items() if not name.startswith(BEAT_PREFIX)}
+    if expected is not None and bound is not None:
+        newly_silent = expected - set(workers)
         if newly_silent:
-            cache.set(silent_key, silent | newly_silent, SILENT_RECHECK_SECONDS)
-    workers = _workers_of(replies)
+            cache.set(silent_key, (cache.get(silent_key, set()) & bound) | newly_silent, SILENT_RECHECK_SECONDS)
+    learnt = {name for name, answer in workers.items() if answer.pop("speaks_status", False)}
+    if learnt != speakers & set(workers):
+        cache.set(speakers_key, (speakers - set(workers)) | learnt, KNOWN_SECONDS)
     if bound is None:
-        known = {name: reply.get("active_queues") for name, reply in workers.items()}
+        known = {name: answer.get("active_queues") for name, answer in workers.items()}
         cache.set(f"{KNOWN_CACHE_KEY}:{broker_key}", known, KNOWN_SECONDS)
-    return workers
+    return dict(sorted(workers.items()))
+
+
+def _round(conn: Connection, status_to: list[str], inspect_to: list[str] | None, deadline: float) -> dict[str, dict]:
+    """Publish dojo_status to `status_to` and the built-in commands to `inspect_to` (None: to every
+    worker), then drain the replies until every addressed worker answered every command it was
+    sent, or `deadline`. Each worker's answer is described (worker_reply.describe_worker), with
+    `speaks_status` saying whether its answer came from, or its stats announce, dojo_status."""
+    box = mailbox(conn)
+    timeout = max(0.0, deadline - time.monotonic())
+    sent: dict[str, tuple[str, int | None]] = {}  # ticket -> (command, replies expected, None: unknown)
+    plan = [(STATUS_COMMAND, status_to)] if status_to else []
+    if inspect_to is None or inspect_to:
+        plan += [(command, inspect_to) for command in INSPECT_COMMANDS]
+    for command, destination in plan:
+        ticket = uuid.uuid4().hex
+        box._publish(command, {}, destination=destination, reply_ticket=ticket, timeout=timeout)
+        sent[ticket] = (command, len(destination) if destination is not None else None)
+    replies = _drain(conn, box, sent, deadline)
+    by_worker: dict[str, dict[str, object]] = {}
+    for ticket, bodies in replies.items():
+        command = sent[ticket][0]
+        for body in bodies:
+            for name, answer in body.items():
+                by_worker.setdefault(name, {})[command] = answer
+    return {name: _described(answers, conn) for name, answers in by_worker.items()}
+
+
+def _described(answers: dict[str, object], conn: Connection) -> dict:
+    """One worker's answers as its part of the document. A worker that was sent dojo_status but
+    answered it with an error (it no longer runs this release) is forgotten as a speaker."""
+    status = answers.get(STATUS_COMMAND)
+    if isinstance(status, dict) and "error" not in status:
+        return {**status, "speaks_status": True}
+    if status is not None:
+        return {"error": status.get("error") if isinstance(status, dict) else repr(status), "speaks_status": False}
+    own = {command: answer for command, answer in answers.items() if not _is_error(answer)}
+    stats = own.get("stats")
+    described = describe_worker(own, _broker_of(stats, conn))
+    described["speaks_status"] = speaks_status(stats if isinstance(stats, dict) else None)
+    return described
+
+
+def _is_error(answer: object) -> bool:
+    return isinstance(answer, dict) and set(answer) == {"error"}
+
+
+def _broker_of(stats: object, conn: Connection) -> str | None:
+    """The broker a worker consumes from, as its stats describe it, without credentials."""
+    info = stats.get("broker") if isinstance(stats, dict) else None
+    if not isinstance(info, dict) or not info.get("hostname"):
+        return None
+    port = f":{info['port']}" if info.get("port") else ""
+    vhost = info.get("virtual_host") or ""
+    return f"{info.get('transport') or conn.transport_cls}://{info['hostname']}{port}/{vhost.lstrip('/')}"
+
+
+def _drain(conn: Connection, box: Mailbox, sent: dict[str, tuple[str, int | None]], deadline: float) -> dict:
+    """The reply bodies by ticket, until each ticket has its expected count or `deadline`.
+    Replies to other tickets (late ones of an earlier round) are dropped."""
+    replies: dict[str, list[dict]] = {ticket: [] for ticket in sent}
+
+    def on_message(body: dict, message) -> None:
+        headers = message.headers or {}
+        box.clock.adjust(headers.get("clock") or 0)
+        expires = headers.get("expires")
+        if expires and time.time() > expires:
+            return
+        bodies = replies.get(headers.get("ticket"))
+        if bodies is not None and isinstance(body, dict):
+            bodies.append(body)
+
+    def complete() -> bool:
+        return all(count is not None and len(replies[ticket]) >= count for ticket, (_, count) in sent.items())
+
+    channel = conn.default_channel
+    queue = box.reply_queue
+    try:
+        with Consumer(channel, [queue], accept=box.accept, no_ack=True, callbacks=[on_message]):
+            while not complete():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                try:
+                    conn.drain_events(timeout=remaining)
+                except TimeoutError:
+                    break
+    finally:
+        channel.after_reply_message_received(queue.name)
+    return replies
 
 
 def _remembered_expected(

@@ -10,10 +10,9 @@ from dojo.ops.brokers.queues import configured_queues, default_queue
 from dojo.ops.brokers.registry import DEFAULT_ALIAS, Broker, get_broker
 from dojo.ops.fleet.load import worker_loads
 from dojo.ops.fleet.mailbox import query_workers
+from dojo.ops.fleet.worker_reply import TASK_LISTS
 from dojo.ops.redaction import mask_url
 
-STATUS_COMMAND = "dojo_status"  # answered by dojo/worker/commands.py
-TASK_LISTS = ("active", "reserved", "scheduled")  # the task lists of each worker's reply
 # The state of a task on each list: one vocabulary for the API's task search and the panel's live tasks.
 LIVE_STATES = {"active": "ACTIVE", "reserved": "RESERVED", "scheduled": "SCHEDULED"}
 
@@ -38,7 +37,8 @@ class CeleryStatus:
     broker_status: bool
     queue: str
     queues: dict[str, QueueState] = field(default_factory=dict)
-    # Each answering worker's reply to dojo_status (or {"error": ...} from a worker that lacks it).
+    # Each answering worker's part (dojo.ops.fleet.worker_reply.describe_worker): from dojo_status or
+    # the built-in inspect commands; {"error": ...} from a worker that failed to answer dojo_status.
     worker_replies: dict[str, dict] = field(default_factory=dict)
     error: str | None = None
     read_at: float = field(default_factory=time.time)
@@ -77,19 +77,23 @@ class CeleryStatus:
     def queue_details(self) -> dict[str, dict[str, list[dict]]]:
         return {kind: {name: reply.get(kind, []) for name, reply in self.worker_replies.items()} for kind in TASK_LISTS}
 
-    def _count(self, kind: str) -> int:
-        return sum(len(reply.get(kind, [])) for reply in self.worker_replies.values())
+    def _count(self, kind: str) -> int | None:
+        """The tasks of that kind on the answering workers; None when one of them did not say."""
+        replies = self.worker_replies.values()
+        if any(kind in reply.get("unanswered", ()) or "error" in reply for reply in replies):
+            return None
+        return sum(len(reply.get(kind, [])) for reply in replies)
 
     @property
-    def active_tasks(self) -> int:
+    def active_tasks(self) -> int | None:
         return self._count("active")
 
     @property
-    def reserved_tasks(self) -> int:
+    def reserved_tasks(self) -> int | None:
         return self._count("reserved")
 
     @property
-    def scheduled_tasks(self) -> int:
+    def scheduled_tasks(self) -> int | None:
         return self._count("scheduled")
 
     @property
@@ -98,7 +102,8 @@ class CeleryStatus:
 
     @property
     def worker_stats(self) -> dict[str, dict]:
-        return {name: reply["stats"] for name, reply in self.worker_replies.items() if "stats" in reply}
+        """Every answering worker's stats; None for one that did not give them."""
+        return {name: reply.get("stats") for name, reply in self.worker_replies.items()}
 
     @property
     def broker_url(self) -> str:
@@ -132,7 +137,7 @@ def read_status(broker: Broker | None = None) -> CeleryStatus:
         with broker_connection(broker=broker) as conn:
             depths = broker.transport.depths(conn, configured_queues())
             consumers = {name: depth.consumers for name, depth in depths.items()}
-            replies = query_workers(conn, broker, STATUS_COMMAND, deadline - time.monotonic(), consumers)
+            replies = query_workers(conn, broker, deadline - time.monotonic(), consumers)
     except BrokerUnavailable as exc:
         return CeleryStatus(broker_status=False, queue=queue, error=str(exc), read_at=read_at, backend=broker.alias)
     consuming = worker_loads(replies)

@@ -19,6 +19,8 @@ def record_snapshot() -> list[CeleryStatusSnapshot]:
     snapshots = []
     for broker in configured_brokers().values():
         status = get_status(broker=broker)
+        if None in (status.active_tasks, status.reserved_tasks, status.scheduled_tasks):
+            continue  # a worker did not give its task lists in time: a gap, not a wrong count
         snapshots.append(_snapshot(status))
     cutoff = timezone.now() - timedelta(days=settings.CELERY_HISTORY_DAYS)
     CeleryStatusSnapshot.objects.filter(created_at__lt=cutoff).delete()

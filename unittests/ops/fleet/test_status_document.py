@@ -10,6 +10,8 @@ import pytest
 import redis
 from django.urls import reverse
 
+from dojo.ops.fleet.status import read_status
+from dojo.ops.fleet.worker_reply import INSPECT_COMMANDS
 from unittests.api_v2.test_status_and_purge import publish
 
 STATUS = reverse("celery_status")
@@ -152,6 +154,9 @@ def test_one_broadcast_per_read_and_single_flight(redis_only, settings):
 
     settings.CELERY_STATUS_CACHE_SECONDS = 30
     names = [redis_only.start_worker("w1"), redis_only.start_worker("w2")]
+    with BroadcastCounter(redis_only.url) as counter:
+        read_status()  # uncached: learns from the built-in stats that both answer dojo_status
+    assert counter.methods == list(INSPECT_COMMANDS)  # once, together; never dojo_status to an unknown worker
     statuses = []
     barrier = threading.Barrier(20)
 
@@ -168,7 +173,7 @@ def test_one_broadcast_per_read_and_single_flight(redis_only, settings):
     assert len(statuses) == 20 and all(status.worker_names == names for status in statuses)
     assert len({status.read_at for status in statuses}) == 1
     assert counter.count("dojo_status") == 1  # twenty requests, one broadcast
-    assert counter.methods == ["dojo_status"]  # and no other inspect command
+    assert counter.methods == ["dojo_status"]  # and no built-in inspect command
 
     with BroadcastCounter(redis_only.url) as counter:
         get_status(refresh=True)
