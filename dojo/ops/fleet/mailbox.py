@@ -91,7 +91,7 @@ def query_workers(
     answers = _round(conn, status_to, inspect_to, deadline)
     workers = {name: answer for name, answer in answers.items() if not name.startswith(BEAT_PREFIX)}
     if expected is not None and bound is not None:
-        newly_silent = expected - set(workers)
+        newly_silent = expected - set(answers)
         if newly_silent:
             cache.set(silent_key, (cache.get(silent_key, set()) & bound) | newly_silent, SILENT_RECHECK_SECONDS)
     learnt = {name for name, answer in workers.items() if answer.pop("speaks_status", False)}
