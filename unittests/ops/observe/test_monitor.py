@@ -58,18 +58,28 @@ class Monitor:
         stop_process(self.proc)
 
 
-@pytest.fixture
-def monitored(redis_only: LiveBroker, shared_database: str):
-    """Start monitors on the private Redis and the shared test database; all stopped afterwards."""
+def monitors_on(broker: LiveBroker, database: str):
     started: list[Monitor] = []
 
     def start(**env: str) -> Monitor:
-        started.append(Monitor(redis_only, shared_database, **env))
+        started.append(Monitor(broker, database, **env))
         return started[-1]
 
     yield start
     for monitor in started:
         monitor.stop()
+
+
+@pytest.fixture
+def monitored(redis_only: LiveBroker, shared_database: str):
+    """Start monitors on the private Redis and the shared test database; all stopped afterwards."""
+    yield from monitors_on(redis_only, shared_database)
+
+
+@pytest.fixture
+def monitored_filesystem(filesystem_only: LiveBroker, shared_database: str):
+    """The same on the embedded filesystem broker (scripts/run.sh's default)."""
+    yield from monitors_on(filesystem_only, shared_database)
 
 
 def rows(backend: str = "default") -> dict[str, ProcessRow]:
@@ -176,6 +186,22 @@ def test_read_only_sends_no_enable_events(redis_only, monitored):
     time.sleep(1.5)  # one flush
     assert task_counts() == {}
     assert MonitorHeartbeat.objects.get(backend="default").events_seen > 0
+
+
+def test_the_embedded_broker_lists_a_plain_worker_from_events(filesystem_only, monitored_filesystem):
+    """On the filesystem broker (no server, as scripts/run.sh runs) the plain worker appears from
+    its events and its tasks are counted after enable_events."""
+    monitored_filesystem()
+    plain = filesystem_only.start_plain_worker("p3", queues="plain")
+    wait_for(lambda: plain in rows() and rows()[plain].is_live, 10, "the plain worker from events")
+    assert rows()[plain].source == "events"
+    deadline = time.monotonic() + 15
+    while task_counts().get("succeeded", 0) == 0:
+        assert time.monotonic() < deadline, f"no task events counted: {task_counts()}"
+        run_plain(filesystem_only, "plain.add", 2, 3)
+        time.sleep(1.2)
+    # Its warm shutdown on this broker takes seconds; this test has nothing left to see of it.
+    os.killpg(filesystem_only.workers[-1].pid, signal.SIGKILL)
 
 
 def test_the_bounded_state_keeps_at_most_its_caps():
