@@ -111,15 +111,19 @@ def web_tier(shared_database, broker_redis, redis_server, tmp_path) -> Iterator[
         DD_STATIC_ROOT=str(tmp_path / "static"),  # empty: nothing collected
         HOME=str(tmp_path),  # gunicorn's control socket (~/.gunicorn) is this server's own
     )
-    log = tmp_path / "gunicorn.log"
+    tier, proc = start_gunicorn(environment, port, token, tmp_path / "gunicorn.log")
+    try:
+        yield tier
+    finally:
+        stop_process(proc)
+
+
+def start_gunicorn(environment: dict[str, str], port: int, token: str, log: Path) -> tuple[WebTier, subprocess.Popen]:
+    """The production command with `environment`, once it answers the liveness probe; the caller
+    stops the process."""
     with open(log, "w") as log_file:
         proc = subprocess.Popen(
-            COMMAND,
-            cwd=ROOT,
-            env=environment,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+            COMMAND, cwd=ROOT, env=environment, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True
         )
     tier = WebTier(port, token, log)
 
@@ -133,9 +137,10 @@ def web_tier(shared_database, broker_redis, redis_server, tmp_path) -> Iterator[
 
     try:
         wait_for(answers, 60, "gunicorn to answer")
-        yield tier
-    finally:
+    except BaseException:
         stop_process(proc)
+        raise
+    return tier, proc
 
 
 def test_a_read_waiting_on_a_silent_broker_holds_neither_the_probe_nor_a_cached_read(web_tier, broker_redis):

@@ -42,8 +42,8 @@ from pathlib import Path
 import pytest
 from django.urls import reverse
 
-from unittests.conftest import IN_CI, ROOT, RedisServer, free_port, stop_process, wait_for
-from unittests.test_web_tier import COMMAND, LIVE, STATUS, WebTier, web_environment
+from unittests.conftest import IN_CI, ROOT, RedisServer, free_port, stop_process
+from unittests.test_web_tier import LIVE, STATUS, WebTier, start_gunicorn, web_environment
 
 CONNECT_TIMEOUT = 2  # DD_DATABASE_CONNECT_TIMEOUT of these tests: libpq's least
 BROKER_TIMEOUT = 1.0  # DD_CELERY_BROKER_TIMEOUT
@@ -165,27 +165,7 @@ def start_web(database: str, token: str, broker_url: str, tmp_path: Path, **vari
         HOME=str(tmp_path),
         **variables,
     )
-    log = tmp_path / "gunicorn.log"
-    with open(log, "w") as log_file:
-        proc = subprocess.Popen(
-            COMMAND, cwd=ROOT, env=environment, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    tier = WebTier(port, token, log)
-
-    def answers() -> bool:
-        if proc.poll() is not None:
-            raise RuntimeError(f"gunicorn exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            return tier.get(LIVE, timeout=2)[0] == 200
-        except OSError:
-            return False
-
-    try:
-        wait_for(answers, 60, "gunicorn to answer")
-    except BaseException:
-        stop_process(proc)
-        raise
-    return tier, proc
+    return start_gunicorn(environment, port, token, tmp_path / "gunicorn.log")
 
 
 @pytest.fixture
