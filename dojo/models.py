@@ -83,6 +83,9 @@ class QueuePause(models.Model):
     queue = models.CharField(max_length=255)
     paused_at = models.DateTimeField(auto_now_add=True)
     paused_by = models.CharField(max_length=150, blank=True)
+    # The workers this pause stopped consuming the queue (by name): the ones that do not run the
+    # project's code get the built-in add_consumer on resume, and only they (dojo.ops.controls.pauses).
+    stopped_workers = models.JSONField(default=list, blank=True)
 
     class Meta:
         ordering = ["backend", "queue"]

@@ -5,6 +5,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from dojo.ops.brokers.registry import configured_brokers
+from dojo.ops.controls.late_workers import bring_in_line_soon
 from dojo.ops.observe.monitor import run_monitor
 
 
@@ -15,7 +16,9 @@ class Command(BaseCommand):
         "whether the worker runs this project's code or not, and the task events; once a second it writes the "
         "workers that changed and its own heartbeat to the database, for the processes table and API. Every "
         "DD_CELERY_MONITOR_ENABLE_EVENTS_SECONDS it sends enable_events to the workers (never with "
-        "DD_CELERY_READ_ONLY). Memory is bounded by DD_CELERY_MONITOR_MAX_WORKERS and DD_CELERY_MONITOR_MAX_TASKS. "
+        "DD_CELERY_READ_ONLY). A worker that comes online is sent the stored pauses and revocations "
+        "(dojo.ops.controls.late_workers). Memory is bounded by DD_CELERY_MONITOR_MAX_WORKERS and "
+        "DD_CELERY_MONITOR_MAX_TASKS. "
         "Run one per deployment."
     )
 
@@ -27,5 +30,5 @@ class Command(BaseCommand):
             signal.signal(signum, lambda *_: stop.set())
         aliases = ", ".join(configured_brokers())
         self.stdout.write(f"Celery event monitor watching: {aliases}. Stop with Ctrl-C or SIGTERM.")
-        run_monitor(stop)
+        run_monitor(stop, on_worker_online=bring_in_line_soon)
         self.stdout.write("Celery event monitor stopped.")

@@ -103,6 +103,12 @@ def query_workers(
     return dict(sorted(workers.items()))
 
 
+def status_speakers(conn: Connection) -> set[str]:
+    """The workers of `conn`'s broker known (from their stats, within KNOWN_SECONDS) to answer
+    dojo_status, i.e. to run the project's code: the only ones to send a project command to."""
+    return set(cache.get(f"{SPEAKERS_CACHE_KEY}:{conn.as_uri()}", set()))
+
+
 def _round(conn: Connection, status_to: list[str], inspect_to: list[str] | None, deadline: float) -> dict[str, dict]:
     """Publish dojo_status to `status_to` and the built-in commands to `inspect_to` (None: to every
     worker), then drain the replies until every addressed worker answered every command it was

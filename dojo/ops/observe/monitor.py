@@ -77,6 +77,9 @@ class BackendMonitor:
     state: EventState
     stop: threading.Event
     enable_events_seconds: float = 0.0
+    # Called (broker, worker name) when a worker comes online or is first heard of by this
+    # monitor: the management command passes dojo.ops.controls.late_workers.bring_in_line_soon.
+    on_worker_online: Callable[[Broker, str], None] | None = None
     connected: bool = False
     last_error: str = ""
     _next_enable: float = 0.0
@@ -123,7 +126,7 @@ class BackendMonitor:
         """Connect, consume until stopped or the broker fails (which raises)."""
         with self.connection() as conn:
             conn.ensure_connection(max_retries=0, timeout=broker_timeout())
-            receiver = app.events.Receiver(conn, handlers={"*": self.state.handle}, node_id=node_id(self.broker.alias))
+            receiver = app.events.Receiver(conn, handlers={"*": self.handle}, node_id=node_id(self.broker.alias))
             receiver.connect_max_retries = 0  # its own reconnect loop would retry forever: ours backs off
             receiver.should_stop = False
 
@@ -141,6 +144,15 @@ class BackendMonitor:
 
             receiver.on_iteration = on_iteration
             receiver.capture(limit=None, timeout=None, wakeup=False)
+
+    def handle(self, event: dict) -> None:
+        """One event into the state; a worker that came online (or that this monitor hears of for
+        the first time, say it started while the monitor was down) goes to `on_worker_online`."""
+        kind, hostname = event.get("type"), str(event.get("hostname") or "")
+        new = kind == "worker-online" or (kind == "worker-heartbeat" and hostname not in self.state.workers)
+        self.state.handle(event)
+        if new and hostname and self.on_worker_online is not None:
+            self.on_worker_online(self.broker, hostname)
 
     def _maybe_enable_events(self) -> None:
         if self.enable_events_seconds <= 0 or settings.CELERY_READ_ONLY:
@@ -248,7 +260,11 @@ def write_workers(alias: str, workers: list[WorkerInfo]) -> None:
     )
 
 
-def build_monitors(stop: threading.Event, brokers: dict[str, Broker] | None = None) -> list[BackendMonitor]:
+def build_monitors(
+    stop: threading.Event,
+    brokers: dict[str, Broker] | None = None,
+    on_worker_online: Callable[[Broker, str], None] | None = None,
+) -> list[BackendMonitor]:
     brokers = configured_brokers() if brokers is None else brokers
     return [
         BackendMonitor(
@@ -256,15 +272,20 @@ def build_monitors(stop: threading.Event, brokers: dict[str, Broker] | None = No
             EventState(settings.CELERY_MONITOR_MAX_WORKERS, settings.CELERY_MONITOR_MAX_TASKS),
             stop,
             float(settings.CELERY_MONITOR_ENABLE_EVENTS_SECONDS),
+            on_worker_online=on_worker_online,
         )
         for broker in brokers.values()
     ]
 
 
-def run_monitor(stop: threading.Event, on_ready: Callable[[list[BackendMonitor]], None] | None = None) -> None:
+def run_monitor(
+    stop: threading.Event,
+    on_ready: Callable[[list[BackendMonitor]], None] | None = None,
+    on_worker_online: Callable[[Broker, str], None] | None = None,
+) -> None:
     """Run until `stop` is set: the receivers, and the writer in this thread; then one last write
-    that marks every backend's monitor as stopped."""
-    monitors = build_monitors(stop)
+    that marks every backend's monitor as stopped. `on_worker_online`: see BackendMonitor."""
+    monitors = build_monitors(stop, on_worker_online=on_worker_online)
     for monitor in monitors:
         monitor.start()
     if on_ready is not None:
