@@ -178,8 +178,8 @@ class LiveBroker:
             PLAIN_TRANSPORT_OPTIONS=json.dumps(self.transport_options),
             PLAIN_RESULT_BACKEND=self.result_backend,
             PYTHONPATH=str(PLAIN_FLEET),
-            **env,
         )
+        plain_env.update(env)  # PYTHONPATH too, e.g. to put a folder before the app's
         return self._start(name, queues, ["-A", "plain_app"], PLAIN_FLEET, plain_env, python, concurrency)
 
     def _start(

@@ -70,7 +70,7 @@ class WorkerRow:
     last_seen: datetime | None = None
     pool: str | None = None
     concurrency: int | None = None
-    active: int = 0
+    active: int | None = 0  # None: the worker did not give its active list in time
 
     @property
     def hostname(self) -> str:
@@ -98,6 +98,7 @@ class WorkerDetailPage:
     processes: list[int] = field(default_factory=list)
     rusage: dict[str, Any] = field(default_factory=dict)
     broker: str | None = None  # masked URL
+    unanswered: list[str] = field(default_factory=list)  # inspect commands it did not answer in time
 
 
 @dataclass(frozen=True)

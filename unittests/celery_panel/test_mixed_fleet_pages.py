@@ -16,7 +16,7 @@ from django.urls import reverse
 
 from dojo.ops.fleet.status_cache import get_status
 from unittests.celery_panel.test_panel_pages import cell, row, text
-from unittests.conftest import LiveBroker, wait_for
+from unittests.conftest import PLAIN_FLEET, LiveBroker, wait_for
 
 
 @pytest.fixture(params=["redis_only", "rabbitmq_broker"])
@@ -109,3 +109,42 @@ def test_every_page_shows_a_plain_worker_beside_a_project_worker(fleet_broker, s
 
     log = (fleet_broker.tmp / "plain.log").read_text()
     assert "pidbox command error" not in log, log[-3000:]
+
+
+@pytest.mark.django_db
+def test_a_worker_that_did_not_give_its_task_lists_in_time_reads_unknown_not_zero(redis_only, settings, superuser):
+    """The plain worker answers `active` 3 s late (unittests/plain_fleet/late_active, a fault
+    injected in a real worker: its main loop stalls), so a read bounded at 2 s gets its stats and
+    none of its task lists. It runs one task: the pages must not say 0 active, but that they do not
+    know, while its pool and concurrency (from its stats) still show."""
+    settings.CELERY_TASK_QUEUES = {"celery": {}, "plain": {}}
+    settings.CELERY_BROKER_TIMEOUT = 2.0
+    settings.CELERY_STATUS_CACHE_SECONDS = 60  # every page below shows the same read
+    own = redis_only.start_worker("own")
+    late = redis_only.start_plain_worker(
+        "late", queues="celery,plain", concurrency=1, PYTHONPATH=f"{PLAIN_FLEET / 'late_active'}:{PLAIN_FLEET}"
+    )
+    redis_only.client().send_task("plain.sleep", args=(30,), queue="plain")
+    wait_for(lambda: get_status(refresh=True).queues["plain"].ready == 0, 20, "the late worker to take its task")
+    status = get_status(refresh=True)
+    late_commands = ["active", "reserved", "scheduled", "registered", "active_queues"]
+    assert status.worker_replies[late]["unanswered"] == late_commands
+    assert status.active_tasks is None and status.worker_replies[own]["unanswered"] == []
+    browser = Client()
+    browser.force_login(superuser)
+
+    listed = row(text(browser.get(reverse("celery_panel:workers"))), "data-worker", late)
+    assert td(listed, "pool") == "prefork" and td(listed, "concurrency") == "1"
+    assert td(listed, "active") == "\N{EN DASH}", listed
+    assert td(row(text(browser.get(reverse("celery_panel:workers"))), "data-worker", own), "active") == "0"
+    detail = text(browser.get(reverse("celery_panel:worker_detail", args=[late])))
+    assert cell(detail, "worker-concurrency") == "1" and cell(detail, "worker-pid") == str(redis_only.workers[1].pid)
+    for caption in ("Active tasks", "Reserved tasks", "Scheduled tasks", "Registered tasks"):
+        assert f"{caption} (unknown)" in detail and f"{caption} (0)" not in detail, caption
+    assert "Not answered within the broker time bound." in detail
+    own_detail = text(browser.get(reverse("celery_panel:worker_detail", args=[own])))
+    assert "Active tasks (0)" in own_detail and "(unknown)" not in own_detail
+    overview = text(browser.get(reverse("celery_panel:overview")))
+    assert "? active of 1" in overview and "0 active of 2" in overview
+    dashboard = text(browser.get(reverse("celery_panel:dashboard")))
+    assert re.search(r'id="card-running".*?card-value">-<', dashboard), "the running card"

@@ -11,6 +11,7 @@ from dojo.models import CeleryWorkerSeen
 from dojo.ops.fleet.seen_workers import seen_workers
 from dojo.ops.fleet.status import CeleryStatus
 from dojo.ops.fleet.status_cache import get_status
+from dojo.ops.fleet.worker_reply import INSPECT_COMMANDS
 from dojo.ops.redaction import mask_url
 
 
@@ -22,6 +23,12 @@ def _pool_name(implementation: str | None) -> str | None:
     return {"asynpool": "prefork", "solo": "solo", "threads": "threads"}.get(module, module)
 
 
+def unanswered(reply: dict) -> list[str]:
+    """The inspect commands whose answers `reply` lacks (all of them when it is an error): their
+    lists are empty in the reply, but unknown, not empty."""
+    return list(INSPECT_COMMANDS) if "error" in reply else list(reply.get("unanswered", []))
+
+
 def worker_row(name: str, reply: dict, last_seen: datetime | None) -> WorkerRow:
     """The list row of a worker that answered with `reply`."""
     stats = reply.get("stats") or {}
@@ -31,7 +38,7 @@ def worker_row(name: str, reply: dict, last_seen: datetime | None) -> WorkerRow:
         last_seen=last_seen,
         pool=_pool_name(stats.get("pool_implementation")),
         concurrency=(stats.get("pool") or {}).get("max-concurrency"),
-        active=len(reply.get("active", [])),
+        active=None if "active" in unanswered(reply) else len(reply.get("active", [])),
     )
 
 
@@ -80,4 +87,5 @@ class InspectWorkersBackend(WorkersBackend):
             processes=list(processes),
             rusage=dict(stats.get("rusage") or {}),
             broker=mask_url(consumer.get("broker") or settings.CELERY_BROKER_URL),
+            unanswered=unanswered(reply),
         )
