@@ -144,6 +144,9 @@ def test_a_worker_that_did_not_give_its_task_lists_in_time_reads_unknown_not_zer
     assert "Not answered within the broker time bound." in detail
     own_detail = text(browser.get(reverse("celery_panel:worker_detail", args=[own])))
     assert "Active tasks (0)" in own_detail and "(unknown)" not in own_detail
+    queues = text(browser.get(reverse("celery_panel:queues")))
+    for queue in ("celery", "plain"):  # it consumes both, but did not say so in time
+        assert td(row(queues, "data-queue", queue), "consumers") == "unknown", queue
     overview = text(browser.get(reverse("celery_panel:overview")))
     assert "? active of 1" in overview and "0 active of 2" in overview
     dashboard = text(browser.get(reverse("celery_panel:dashboard")))

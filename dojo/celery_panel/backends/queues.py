@@ -6,6 +6,7 @@ from django.conf import settings
 from kombu import Queue
 
 from dojo.celery_panel.backends.base import QueuesBackend
+from dojo.celery_panel.backends.workers import unanswered
 from dojo.celery_panel.pages import QueueDetailPage, QueueListPage, QueueRow
 from dojo.ops.brokers.connection import BrokerUnavailable, broker_connection
 from dojo.ops.brokers.queues import configured_queues
@@ -26,7 +27,9 @@ class InspectQueuesBackend(QueuesBackend):
         consumed = {
             name: load.consumed_by for name, load in worker_loads(status.worker_replies).items() if load.consumers
         }
-        rows = [self._configured_row(name, status, consumed.get(name, {})) for name in configured_queues()]
+        # A worker that did not say which queues it consumes may consume any: no count is known.
+        counted = not any("active_queues" in unanswered(reply) for reply in status.worker_replies.values())
+        rows = [self._configured_row(name, status, consumed.get(name, {}), counted) for name in configured_queues()]
         extra = {name: seen for name, seen in consumed.items() if name not in {row.name for row in rows}}
         ready = self._read_ready(sorted(extra)) if extra and status.broker_status else {}
         for name, by_worker in sorted(extra.items()):
@@ -38,7 +41,7 @@ class InspectQueuesBackend(QueuesBackend):
                     exchange_type=first.get("exchange_type"),
                     routing_key=first.get("routing_key"),
                     durable=first.get("durable"),
-                    consumers=len(by_worker),
+                    consumers=len(by_worker) if counted else None,
                     ready=ready.get(name),
                     configured=False,
                     consumed_by=sorted(by_worker),
@@ -58,7 +61,7 @@ class InspectQueuesBackend(QueuesBackend):
             declared = self.app.amqp.Queues(settings.CELERY_TASK_QUEUES or {})[name]
         return declared
 
-    def _configured_row(self, name: str, status: CeleryStatus, by_worker: dict[str, dict]) -> QueueRow:
+    def _configured_row(self, name: str, status: CeleryStatus, by_worker: dict[str, dict], counted: bool) -> QueueRow:
         declared = self._declaration(name)
         state = status.queues.get(name)
         return QueueRow(
@@ -67,7 +70,7 @@ class InspectQueuesBackend(QueuesBackend):
             exchange_type=declared.exchange.type if declared.exchange else None,
             routing_key=declared.routing_key,
             durable=declared.durable,
-            consumers=state.consumers if state else len(by_worker),
+            consumers=(state.consumers if state else len(by_worker)) if counted else None,
             ready=state.ready if state else None,
             configured=True,
             consumed_by=sorted(by_worker),
