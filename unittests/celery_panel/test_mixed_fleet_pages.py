@@ -79,6 +79,8 @@ def test_every_page_shows_a_plain_worker_beside_a_project_worker(fleet_broker, s
     assert len(cell(detail, "worker-processes").split(", ")) == 1
     assert "Active tasks (1)" in detail and "Reserved tasks (1)" in detail and "Scheduled tasks (0)" in detail
     assert running.id in detail and waiting.id in detail
+    started = re.search(rf"{running.id}.*?<td class=\"started\">(.*?)</td>", detail).group(1)
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d \S+", started), started  # a date, not epoch seconds
     for name in ("plain.add", "plain.fail", "plain.sleep"):
         assert f"<td>{name}</td>" in detail
     assert "Registered tasks (3)" in detail and "maxrss" in detail

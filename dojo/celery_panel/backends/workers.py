@@ -42,6 +42,12 @@ def worker_row(name: str, reply: dict, last_seen: datetime | None) -> WorkerRow:
     )
 
 
+def _live_task(task: dict) -> dict:
+    """A task of a worker's lists with `started_at`, its time_start (epoch seconds) as a date."""
+    started = task.get("time_start")
+    return {**task, "started_at": datetime.fromtimestamp(started, UTC) if isinstance(started, int | float) else None}
+
+
 def offline_row(seen: CeleryWorkerSeen) -> WorkerRow:
     return WorkerRow(name=seen.name, online=False, last_seen=seen.last_seen)
 
@@ -79,9 +85,9 @@ class InspectWorkersBackend(WorkersBackend):
             pid=stats.get("pid"),
             prefetch_count=stats.get("prefetch_count"),
             total_tasks=stats.get("total"),
-            active=list(reply.get("active", [])),
-            reserved=list(reply.get("reserved", [])),
-            scheduled=list(reply.get("scheduled", [])),
+            active=[_live_task(task) for task in reply.get("active", [])],
+            reserved=[_live_task(task) for task in reply.get("reserved", [])],
+            scheduled=[_live_task(task) for task in reply.get("scheduled", [])],
             registered=list(reply.get("registered", [])),
             queues=queues,
             processes=list(processes),
