@@ -3,17 +3,26 @@
 from django.core.validators import ProhibitNullCharactersValidator, RegexValidator
 from rest_framework import serializers
 
-# DRF refuses NUL in every CharField; as a RegexValidator the schema says so too (a `pattern`).
-NO_NUL = RegexValidator(r"^[^\x00]*$", ProhibitNullCharactersValidator.message)
+# DRF refuses NUL in every CharField; as a RegexValidator the schema says so too (a `pattern`). It
+# does not match "": drf-spectacular documents a blank-allowing field as oneOf this or "", and DRF
+# takes an allowed "" without running validators.
+NO_NUL = RegexValidator(r"^[^\x00]+$", ProhibitNullCharactersValidator.message)
 
 
-class NameField(serializers.CharField):
+class TextField(serializers.CharField):
+    """A CharField whose schema says it refuses NUL."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.validators = [NO_NUL, *(v for v in self.validators if not isinstance(v, ProhibitNullCharactersValidator))]
+
+
+class NameField(TextField):
     """A non-blank JSON string without NUL (a queue, task or key name): DRF's CharField would also
     take 0 or true and turn them into "0" and "True", which the schema's `type: string` does not allow."""
 
     def __init__(self, **kwargs) -> None:
         super().__init__(min_length=1, **kwargs)
-        self.validators = [NO_NUL, *(v for v in self.validators if not isinstance(v, ProhibitNullCharactersValidator))]
 
     def to_internal_value(self, data: object) -> str:
         if not isinstance(data, str):

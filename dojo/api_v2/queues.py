@@ -10,6 +10,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from dojo.api_v2.backends import BackendField, query_of, requested_backend
+from dojo.api_v2.fields import TextField
 from dojo.api_v2.schema import BROKER_DOWN, staff_read_schema
 from dojo.api_v2.serializers import ErrorSerializer
 from dojo.api_v2.throttling import ScopedRateThrottle
@@ -55,7 +56,7 @@ class QueueTableSerializer(serializers.Serializer):
 
 
 class BreakdownQuerySerializer(serializers.Serializer):
-    queue = serializers.CharField(max_length=255, help_text="The queue to look into.")
+    queue = TextField(max_length=255, help_text="The queue to look into.")
     first = serializers.IntegerField(
         required=False, default=FIRST_DEFAULT, min_value=0, max_value=FIRST_MAX, help_text="Messages to list."
     )

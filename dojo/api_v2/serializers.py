@@ -1,6 +1,7 @@
 from rest_framework import serializers
 
 from dojo.api_v2.backends import BackendField
+from dojo.api_v2.fields import TextField
 from dojo.ops.brokers.queues import configured_queues
 
 
@@ -155,18 +156,16 @@ class StatusQuerySerializer(serializers.Serializer):
 
 
 class TaskSearchQuerySerializer(serializers.Serializer):
-    name = serializers.CharField(required=False, default="", allow_blank=True, help_text="Part of the task name.")
-    state = serializers.CharField(
+    name = TextField(required=False, default="", allow_blank=True, help_text="Part of the task name.")
+    state = TextField(
         required=False,
         default="",
         allow_blank=True,
         help_text="ACTIVE, RESERVED or SCHEDULED (live), or a stored state: PENDING, STARTED, SUCCESS, FAILURE, "
         "RETRY, REVOKED.",
     )
-    worker = serializers.CharField(required=False, default="", allow_blank=True, help_text="The worker's full name.")
-    arg = serializers.CharField(
-        required=False, default="", allow_blank=True, help_text="Text found in the args or kwargs."
-    )
+    worker = TextField(required=False, default="", allow_blank=True, help_text="The worker's full name.")
+    arg = TextField(required=False, default="", allow_blank=True, help_text="Text found in the args or kwargs.")
     limit = serializers.IntegerField(required=False, default=100, min_value=1, max_value=1000)
     refresh = serializers.BooleanField(required=False, default=False, help_text="Read the live tasks now.")
     backend = BackendField()
