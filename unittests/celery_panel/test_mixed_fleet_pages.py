@@ -1,10 +1,11 @@
 """The panel's pages, the dashboard and the status API on a mixed fleet: a project worker (`celery
 -A dojo worker`) beside a worker of unittests/plain_fleet/plain_app.py, which imports nothing of
-the project, on Redis and on RabbitMQ. Real processes, no mocks.
+the project, on Redis and on RabbitMQ. Real processes; one fault injected (see the last test).
 
 The plain worker (concurrency 1) consumes `celery` and `plain`, and runs one plain.sleep with a
 second prefetched: every page must show it as fully as the project's worker (pool, concurrency,
-its tasks) and count its claimed tasks on its queue.
+its tasks) and count its claimed tasks on its queue. A plain worker that gives its stats but not
+its task lists in time must read unknown where it did not say, never 0.
 """
 
 import json
