@@ -11,7 +11,8 @@ from rest_framework.views import APIView
 
 from dojo.api_v2.backends import requested_backend
 from dojo.api_v2.schema import staff_read_schema
-from dojo.ops.fleet.processes import STALE_AFTER_SECONDS, list_processes, monitor_state
+from dojo.ops.fleet.processes import STALE_AFTER_SECONDS, list_processes, monitor_state, pool_pids
+from dojo.ops.fleet.status_cache import cached_status
 from dojo.permissions import IsStaff
 
 
@@ -72,7 +73,7 @@ class CeleryProcessesView(APIView):
             "backend": backend.alias,
             "stale_after_seconds": STALE_AFTER_SECONDS,
             "read_at": timezone.now(),
-            "processes": list_processes(backend.alias),
+            "processes": list_processes(backend.alias, pool_pids(cached_status(backend))),
             "monitor": monitor_state(backend.alias),
         }
         return Response(ProcessListSerializer(document).data)

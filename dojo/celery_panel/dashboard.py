@@ -27,7 +27,7 @@ from dojo.celery_panel.sorting import Column, SortedTable, sort_table
 from dojo.ops.brokers.connection import BrokerUnavailable
 from dojo.ops.brokers.queues import default_queue
 from dojo.ops.brokers.registry import Broker, UnknownBroker, configured_brokers, get_broker
-from dojo.ops.fleet.processes import STALE_AFTER_SECONDS, ProcessRow, list_processes, monitor_state
+from dojo.ops.fleet.processes import STALE_AFTER_SECONDS, ProcessRow, list_processes, monitor_state, pool_pids
 from dojo.ops.fleet.status import CeleryStatus
 from dojo.ops.fleet.status_cache import get_status
 from dojo.ops.limits.semaphores import HeldSlots, held_slots, semaphore_states, slots_on_broker
@@ -238,9 +238,9 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     status_read = budget.start(partial(get_status, broker=broker), "status")
     # Slots kept in this project's database are read in this thread, like every other row.
     held = budget.start(partial(held_slots, broker), "semaphores") if slots_on_broker(broker) else None
-    processes = list_processes(broker.alias)
     table = queue_table(broker, status_read, budget)
     status = table.status
+    processes = list_processes(broker.alias, pool_pids(status))
     semaphores = _semaphores(request, broker, budget, held or done(held_slots(broker)))
     context = {
         **admin.site.each_context(request),

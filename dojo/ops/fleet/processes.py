@@ -18,6 +18,7 @@ writer's, so hosts must keep their clocks in sync (NTP) for the ages to be right
 """
 
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
@@ -25,6 +26,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from dojo.models import CeleryProcess, MonitoredWorker, MonitorHeartbeat
+from dojo.ops.fleet.status import CeleryStatus
 
 HEARTBEAT_SECONDS = 1.0  # how often each process writes its heartbeat
 STALE_AFTER_SECONDS = 3 * HEARTBEAT_SECONDS
@@ -100,9 +102,27 @@ def _merged(heartbeat: ProcessRow, events: ProcessRow | None) -> ProcessRow:
     )
 
 
-def list_processes(backend_alias: str) -> list[ProcessRow]:
+def _pool_rows(worker: ProcessRow, pids: Sequence[int]) -> list[ProcessRow]:
+    """The pool children of a worker known only from events, from its `stats` answer (pids only:
+    no name or heartbeat of their own); live while the worker is."""
+    return [
+        replace(worker, name=f"{worker.name}/pid-{pid}", kind=CeleryProcess.Kind.POOL, parent_name=worker.name, pid=pid)
+        for pid in sorted(pid for pid in pids if isinstance(pid, int))
+    ]
+
+
+def pool_pids(status: CeleryStatus | None) -> dict[str, list[int]]:
+    """Each answering worker's pool children (pids) from the status document, for list_processes."""
+    if status is None:
+        return {}
+    stats = status.worker_stats
+    return {name: list((worker or {}).get("pool", {}).get("processes") or []) for name, worker in stats.items()}
+
+
+def list_processes(backend_alias: str, pools: Mapping[str, Sequence[int]] | None = None) -> list[ProcessRow]:
     """The backend's processes: each worker followed by its pool children, then beat; workers
-    known only from events (project code or not) sort among the workers."""
+    known only from events (project code or not) sort among the workers, with the pool children
+    `pools` gives for them (by worker name: the pids of its stats answer in the status document)."""
     now = timezone.now()
     rows = list(CeleryProcess.objects.filter(backend=backend_alias).select_related("parent"))
     from_events = {
@@ -137,6 +157,7 @@ def list_processes(backend_alias: str) -> list[ProcessRow]:
     for top_row, top in tops:
         ordered.append(top_row)
         if top is None:
+            ordered += _pool_rows(top_row, (pools or {}).get(top_row.name, ()))
             continue
         for child in sorted(children.get(top.pk, []), key=lambda process: _natural_key(process.name)):
             ordered.append(row(child, parent_live=top_row.is_live))

@@ -197,6 +197,11 @@ class _StatusCache:
             self._call(None, "delete", key)
 
 
+def cached_status(broker: Broker) -> CeleryStatus | None:
+    """The cached status of `broker` if there is one, without reading the broker."""
+    return _StatusCache().get(_cache_key(broker))
+
+
 def forget_status(broker: Broker | None = None) -> None:
     """Drop the cached status (after an action that changed it, such as a purge)."""
     _StatusCache()._call(None, "delete", _cache_key(broker or get_broker()))

@@ -23,6 +23,7 @@ from dojo.models import CeleryProcess, MonitoredWorker, MonitorHeartbeat
 from dojo.ops.brokers.registry import Broker
 from dojo.ops.fleet.event_state import EventState
 from dojo.ops.fleet.processes import ProcessRow, list_processes, monitor_state
+from dojo.ops.fleet.status_cache import get_status
 from dojo.ops.observe.monitor import BackendMonitor
 from unittests.conftest import ROOT, LiveBroker, free_port, make_user, require, stop_process, wait_for
 
@@ -147,9 +148,13 @@ def test_every_worker_is_listed_from_events_and_a_killed_one_turns_stale(redis_o
 
     api = APIClient()
     api.force_authenticate(staff)
+    get_status(refresh=True)  # the cached document gives the plain worker's pool children (stats)
     body = api.get(reverse("celery_processes")).json()
     by_name = {row["name"]: row for row in body["processes"]}
     assert by_name[plain]["source"] == "events" and by_name[plain]["is_live"]
+    children = [row for row in body["processes"] if row["parent_name"] == plain]
+    assert len(children) == 2 and all(row["kind"] == "pool" and row["is_live"] for row in children)
+    assert {row["pid"] for row in children} == set(get_status().worker_stats[plain]["pool"]["processes"])
     assert by_name[project]["source"] == "both"
     assert body["monitor"]["state"] == "live" and body["monitor"]["task_event_counts"]["succeeded"] >= 1
     client.close()
