@@ -25,9 +25,12 @@ from celery.result import AsyncResult
 
 from dojo.models import QueuePause
 from dojo.ops.brokers.connection import BrokerUnavailable, broker_connection
+from dojo.ops.brokers.registry import Broker
 from dojo.ops.controls.pauses import pause_queue, resume_queue
 from dojo.ops.controls.revocations import revoke_task, terminate_task
+from dojo.ops.fleet.event_state import EventState
 from dojo.ops.fleet.processes import monitor_state
+from dojo.ops.observe.monitor import BackendMonitor
 from unittests.conftest import ROOT, LiveBroker, stop_process, wait_for
 
 
@@ -254,3 +257,27 @@ def _busy(broker: LiveBroker, worker: str) -> bool:
     finally:
         client.close()
     return bool(replies.get(worker))
+
+
+def test_the_monitor_hands_over_each_worker_once_as_it_comes_online():
+    """worker-online, or the first heartbeat of a worker the monitor had not heard of (it started
+    while the monitor was down), goes to on_worker_online; later heartbeats and task events do not."""
+    handed: list[str] = []
+    broker = Broker("default", "redis://127.0.0.1:1/0", {})
+    watcher = BackendMonitor(
+        broker, EventState(), threading.Event(), on_worker_online=lambda _broker, name: handed.append(name)
+    )
+    now = time.time()
+    for kind, hostname in [
+        ("worker-online", "a@h"),
+        ("worker-heartbeat", "a@h"),
+        ("worker-heartbeat", "b@h"),
+        ("worker-heartbeat", "b@h"),
+        ("task-succeeded", "b@h"),
+        ("worker-offline", "c@h"),
+        ("worker-online", "a@h"),  # a restart under the same name
+    ]:
+        watcher.handle(
+            {"type": kind, "hostname": hostname, "timestamp": now, "local_received": now, "uuid": "x", "clock": 1}
+        )
+    assert handed == ["a@h", "b@h", "a@h"]
