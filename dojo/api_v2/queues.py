@@ -26,8 +26,12 @@ FIRST_MAX = 1000
 class QueueRowSerializer(serializers.Serializer):
     name = serializers.CharField()
     ready_count = serializers.IntegerField(allow_null=True, help_text="Ready in the broker; null if unreadable.")
-    claimed_count = serializers.IntegerField(help_text="Reserved (prefetched) plus active on live workers.")
-    scheduled_count = serializers.IntegerField(help_text="ETA/countdown tasks held by live workers.")
+    claimed_count = serializers.IntegerField(
+        allow_null=True, help_text="Reserved (prefetched) plus active on live workers; null when one did not say."
+    )
+    scheduled_count = serializers.IntegerField(
+        allow_null=True, help_text="ETA/countdown tasks held by live workers; null when one did not say in time."
+    )
     blocked_count = serializers.IntegerField(help_text="Tasks waiting for a concurrency (semaphore) slot.")
     failed_count = serializers.IntegerField(help_text="FAILURE results stored in the last 24 h.")
     finished_count = serializers.IntegerField(help_text="SUCCESS results stored in the last 24 h.")
@@ -37,7 +41,9 @@ class QueueRowSerializer(serializers.Serializer):
         help_text="Age of the oldest ready message (the next to be consumed), from its publish stamp; "
         "null when the broker cannot show it (RabbitMQ), it has no stamp, or the queue is empty.",
     )
-    live_worker_count = serializers.IntegerField(help_text="Answering workers consuming the queue now.")
+    live_worker_count = serializers.IntegerField(
+        allow_null=True, help_text="Answering workers consuming the queue now; null when one did not say in time."
+    )
     oldest_scheduled_at = serializers.DateTimeField(allow_null=True)
     oldest_blocked_at = serializers.DateTimeField(allow_null=True)
     sources = serializers.ListField(

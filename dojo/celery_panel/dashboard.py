@@ -192,7 +192,7 @@ def summary_cards(
         Card(
             "scheduled",
             "Scheduled",
-            sum(row.scheduled_count for row in table.rows),
+            _sum([row.scheduled_count for row in table.rows]),
             _anchor_url(request, "queues", queues, "-4"),
         ),
         Card(

@@ -5,6 +5,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from dojo.ops.fleet.worker_reply import TASK_LISTS
+
 
 @dataclass
 class WorkerLoad:
@@ -14,17 +16,33 @@ class WorkerLoad:
     scheduled: int = 0  # ETA/countdown tasks held until they are due
     oldest_eta: datetime | None = None
     consumed_by: dict[str, dict] = field(default_factory=dict)  # worker -> its binding of the queue
+    # An answering worker did not say in time which queues it consumes / which tasks it holds.
+    queues_unknown: bool = False
+    tasks_unknown: bool = False
 
     @property
-    def consumers(self) -> int:
-        return len(self.consumed_by)
+    def consumers(self) -> int | None:
+        return None if self.queues_unknown else len(self.consumed_by)
+
+    @property
+    def claimed_count(self) -> int | None:
+        return None if self.tasks_unknown else self.claimed
+
+    @property
+    def scheduled_count(self) -> int | None:
+        return None if self.tasks_unknown else self.scheduled
 
 
 def worker_loads(replies: dict[str, dict]) -> defaultdict[str, WorkerLoad]:
     """Per queue: the tasks the workers hold, by the routing key they were delivered with (each
     queue's own name here), and the workers that consume it. A queue nobody holds or consumes
-    reads as an empty load."""
-    loads: defaultdict[str, WorkerLoad] = defaultdict(WorkerLoad)
+    reads as an empty load. A worker that did not give its queues or task lists in time makes
+    those counts unknown (None) for every queue: it may consume or hold any of them."""
+    queues_unknown = any(_unanswered(reply, "active_queues") for reply in replies.values())
+    tasks_unknown = any(_unanswered(reply, *TASK_LISTS) for reply in replies.values())
+    loads: defaultdict[str, WorkerLoad] = defaultdict(
+        lambda: WorkerLoad(queues_unknown=queues_unknown, tasks_unknown=tasks_unknown)
+    )
     for worker, reply in replies.items():
         bindings = (reply.get("consumer") or {}).get("queues")
         if bindings is None:  # a reply without the "consumer" key: names only
@@ -40,6 +58,10 @@ def worker_loads(replies: dict[str, dict]) -> defaultdict[str, WorkerLoad]:
             if eta is not None and (load.oldest_eta is None or eta < load.oldest_eta):
                 load.oldest_eta = eta
     return loads
+
+
+def _unanswered(reply: dict, *commands: str) -> bool:
+    return "error" in reply or any(command in reply.get("unanswered", ()) for command in commands)
 
 
 def _queue_of(task: dict) -> str:

@@ -8,7 +8,7 @@ import uuid
 from collections.abc import Collection
 
 from django.core.cache import cache
-from kombu import Connection, Consumer
+from kombu import Connection, Consumer, Producer
 from kombu.pidbox import Mailbox
 
 from dojo.celery import app
@@ -120,10 +120,27 @@ def _round(conn: Connection, status_to: list[str], inspect_to: list[str] | None,
     plan = [(STATUS_COMMAND, status_to)] if status_to else []
     if inspect_to is None or inspect_to:
         plan += [(command, inspect_to) for command in INSPECT_COMMANDS]
-    for command, destination in plan:
-        ticket = uuid.uuid4().hex
-        box._publish(command, {}, destination=destination, reply_ticket=ticket, timeout=timeout)
-        sent[ticket] = (command, len(destination) if destination is not None else None)
+    channel = conn.default_channel
+    box.reply_queue(channel).declare()  # once: kombu's _publish declares it again for every command
+    with Producer(channel) as producer:
+        for command, destination in plan:
+            ticket = uuid.uuid4().hex
+            producer.publish(
+                {
+                    "method": command,
+                    "arguments": {},
+                    "destination": destination,
+                    "pattern": None,
+                    "matcher": None,
+                    "ticket": ticket,
+                    "reply_to": {"exchange": box.reply_exchange.name, "routing_key": box.oid},
+                },
+                exchange=box.exchange.name,
+                declare=[box.exchange],
+                headers={"clock": box.clock.forward(), "expires": time.time() + timeout},
+                serializer=box.serializer,
+            )
+            sent[ticket] = (command, len(destination) if destination is not None else None)
     replies = _drain(conn, box, sent, deadline)
     by_worker: dict[str, dict[str, object]] = {}
     for ticket, bodies in replies.items():

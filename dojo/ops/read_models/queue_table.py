@@ -58,14 +58,14 @@ CONFIGURATION, WORKER, PAUSE, PERIODIC = "configuration", "worker", "pause", "pe
 class QueueTableRow:
     name: str
     ready_count: int | None  # None: the broker could not be read
-    claimed_count: int
-    scheduled_count: int
+    claimed_count: int | None  # None: an answering worker did not give its task lists in time
+    scheduled_count: int | None
     blocked_count: int
     failed_count: int
     finished_count: int
     paused: bool
     latency_seconds: float | None
-    live_worker_count: int
+    live_worker_count: int | None  # None: an answering worker did not give its queues in time
     oldest_scheduled_at: datetime | None
     oldest_blocked_at: datetime | None
     sources: tuple[str, ...]
@@ -139,8 +139,8 @@ def queue_table(
         return QueueTableRow(
             name=name,
             ready_count=depth.ready if depth else None,
-            claimed_count=load.claimed,
-            scheduled_count=load.scheduled,
+            claimed_count=load.claimed_count,
+            scheduled_count=load.scheduled_count,
             blocked_count=waiting.count if waiting else 0,
             failed_count=results.failed[broker.alias, name],
             finished_count=results.finished[broker.alias, name],
