@@ -6,12 +6,16 @@ import threading
 import time
 import uuid
 from collections.abc import Collection
+from datetime import timedelta
 
 from django.core.cache import cache
+from django.db import DatabaseError
+from django.utils import timezone
 from kombu import Connection, Consumer, Producer
 from kombu.pidbox import Mailbox
 
 from dojo.celery import app
+from dojo.models import MonitoredWorker
 from dojo.ops.brokers.connection import broker_connection, broker_timeout
 from dojo.ops.brokers.registry import Broker
 from dojo.ops.fleet.worker_reply import INSPECT_COMMANDS, STATUS_COMMAND, describe_worker, speaks_status
@@ -21,6 +25,7 @@ SILENT_CACHE_KEY = "dojo.ops.silent_workers"
 SILENT_RECHECK_SECONDS = 60
 KNOWN_CACHE_KEY = "dojo.ops.known_workers"
 KNOWN_SECONDS = 600
+EVENTS_LIVE_SECONDS = 4.0  # two of Celery's default heartbeat intervals
 SPEAKERS_CACHE_KEY = "dojo.ops.status_speakers"  # workers whose stats announced dojo_status
 
 
@@ -220,11 +225,13 @@ def _remembered_expected(
 ) -> set[str] | None:
     """On brokers that list no bindings (AMQP): the workers that answered last time and still
     consume their control queue, when the broker's consumer counts of the configured
-    queues are exactly theirs. Anything else (a new worker, a worker whose queues are
-    unknown, nothing remembered) returns None: ask everyone and wait the whole timeout.
+    queues are exactly theirs and the event monitor knows no other live worker (a new worker
+    that consumes only paused queues changes no count). Anything else (a new worker, a worker
+    whose queues are unknown, nothing remembered) returns None: ask everyone and wait the whole
+    timeout.
     """
     known: dict[str, list[str] | None] | None = cache.get(f"{KNOWN_CACHE_KEY}:{broker_key}")
-    if known is None:
+    if known is None or not _seen_by_events(broker.alias) <= set(known):
         return None
     control_queue = f"{{}}.{app.conf.control_exchange}.pidbox"
     live = {
@@ -238,6 +245,17 @@ def _remembered_expected(
         if count is not None and count != sum(queue in queues for queues in live.values()):
             return None
     return set(live)
+
+
+def _seen_by_events(backend_alias: str) -> set[str]:
+    """The workers of the backend the event monitor saw live within the last EVENTS_LIVE_SECONDS
+    (none when no monitor runs, or the database does not answer)."""
+    since = timezone.now() - timedelta(seconds=EVENTS_LIVE_SECONDS)
+    try:
+        rows = MonitoredWorker.objects.filter(backend=backend_alias, online=True, last_heartbeat_at__gte=since)
+        return {name for name in rows.values_list("hostname", flat=True) if not name.startswith(BEAT_PREFIX)}
+    except DatabaseError:
+        return set()
 
 
 def broadcast(
