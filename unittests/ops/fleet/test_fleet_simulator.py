@@ -1,0 +1,70 @@
+"""The status read against bench/fleet_simulator.py: 50 simulated workers on the private Redis, each
+its own kombu pidbox node bound to celery.pidbox, half of them announcing dojo_status in their stats.
+No mocks: the read goes through the real broker to nodes that answer in Celery's shapes.
+"""
+
+import sys
+import time
+
+import pytest
+from django.core.cache import cache
+
+from dojo.ops.brokers.connection import broker_connection
+from dojo.ops.fleet.mailbox import SPEAKERS_CACHE_KEY
+from dojo.ops.fleet.status import read_status
+from dojo.ops.fleet.worker_reply import STATUS_COMMAND
+from unittests.conftest import ROOT
+
+sys.path.insert(0, str(ROOT / "bench"))  # bench/ is not a package
+from fleet_simulator import FleetSimulator
+
+WORKERS = 50
+BROKER_BOUND = 2.0
+
+
+def _speakers() -> set[str]:
+    with broker_connection() as conn:
+        return cache.get(f"{SPEAKERS_CACHE_KEY}:{conn.as_uri()}", set())
+
+
+@pytest.fixture
+def fleet(redis_only, settings):
+    settings.CELERY_BROKER_TIMEOUT = BROKER_BOUND
+    with FleetSimulator(redis_only.url, workers=WORKERS, dojo_fraction=0.5, per_connection=20) as simulated:
+        yield simulated
+
+
+@pytest.mark.django_db
+def test_read_status_describes_every_simulated_worker(fleet):
+    first = read_status()  # sends the six built-in commands to all, learns who speaks dojo_status
+    assert _speakers() == fleet.speakers and len(fleet.speakers) == WORKERS // 2
+
+    started = time.monotonic()
+    status = read_status()
+    took = time.monotonic() - started
+
+    assert took < BROKER_BOUND / 2, f"{took:.2f} s: the round waited for the broker bound"
+    for read in (first, status):
+        assert read.worker_names == fleet.names
+        totals = fleet.totals()
+        assert (read.active_tasks, read.reserved_tasks, read.scheduled_tasks) == (
+            totals["active"],
+            totals["reserved"],
+            totals["scheduled"],
+        )
+    for name, worker in fleet.workers.items():
+        reply, stats = status.worker_replies[name], status.worker_stats[name]
+        assert reply["unanswered"] == [], name
+        assert stats["pid"] == worker.pid and stats["total"] == sum(worker.total.values())
+        assert stats["pool"]["max-concurrency"] == worker.concurrency
+        assert stats["pool"]["processes"] == worker.processes
+        for kind in ("active", "reserved"):
+            assert [task["id"] for task in reply[kind]] == [task["id"] for task in getattr(worker, kind)]
+        assert [task["id"] for task in reply["scheduled"]] == [entry["request"]["id"] for entry in worker.scheduled]
+        assert sorted(reply["active_queues"]) == sorted(worker.queues)
+    # The second read asked the speakers dojo_status only, the others the built-in commands only,
+    # and no node was ever sent a command it does not know.
+    for name, worker in fleet.workers.items():
+        assert worker.commands.get(STATUS_COMMAND, 0) == (1 if worker.speaks_status else 0), name
+        assert worker.commands["stats"] == (1 if worker.speaks_status else 2), name
+        assert worker.unknown_commands == {}, name
