@@ -9,18 +9,21 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from dojo.api_v2.backends import BackendField, query_of, requested_backend
+from dojo.api_v2.backends import BackendField, query_of
 from dojo.api_v2.fields import TextField
 from dojo.api_v2.schema import BROKER_DOWN, staff_read_schema
 from dojo.api_v2.serializers import ErrorSerializer
 from dojo.api_v2.throttling import ScopedRateThrottle
 from dojo.ops.brokers.connection import BrokerUnavailable
+from dojo.ops.brokers.registry import get_broker
 from dojo.ops.brokers.transport import PeekUnsupported
 from dojo.ops.read_models.breakdown import FIRST_DEFAULT, QueueNotFound, breakdown
-from dojo.ops.read_models.queue_table import queue_table
+from dojo.ops.read_models.budget import broker_budget
+from dojo.ops.read_models.queue_table import queue_table, with_latency
 from dojo.permissions import IsStaff, may_see_task_data
 
 FIRST_MAX = 1000
+LIMIT_MAX = 500  # rows of one page: their latency is read with them
 
 
 class QueueRowSerializer(serializers.Serializer):
@@ -39,7 +42,9 @@ class QueueRowSerializer(serializers.Serializer):
     latency_seconds = serializers.FloatField(
         allow_null=True,
         help_text="Age of the oldest ready message (the next to be consumed), from its publish stamp; "
-        "null when the broker cannot show it (RabbitMQ), it has no stamp, or the queue is empty.",
+        "null when the broker cannot show it (RabbitMQ), it has no stamp, or the queue is empty, and when it "
+        "was not read: a table of more than 500 queues asked for whole (no `limit`) is read with its counts "
+        "only; ask it a page at a time with `limit` and `offset` for the latency of each row.",
     )
     live_worker_count = serializers.IntegerField(
         allow_null=True, help_text="Answering workers consuming the queue now; null when one did not say in time."
@@ -52,8 +57,24 @@ class QueueRowSerializer(serializers.Serializer):
     )
 
 
+class QueueTableQuerySerializer(serializers.Serializer):
+    limit = serializers.IntegerField(
+        required=False,
+        min_value=1,
+        max_value=LIMIT_MAX,
+        help_text="Rows to return, from `offset`, in the table's order (configured queues first, the default "
+        "queue first, then the others by name), with their latency read. Without it every row is returned, "
+        "as fast (one broker round trip), but a table of more than 500 queues then has no latency.",
+    )
+    offset = serializers.IntegerField(
+        required=False, default=0, min_value=0, max_value=10_000_000, help_text="Rows skipped before the first one."
+    )
+    backend = BackendField()
+
+
 class QueueTableSerializer(serializers.Serializer):
     backend = serializers.CharField()
+    total = serializers.IntegerField(help_text="Rows of the whole table (`rows` is a slice of them with `limit`).")
     rows = QueueRowSerializer(many=True)
     shared_rows = QueueRowSerializer(many=True, help_text="Queues known only from a pause or a periodic entry.")
     broker_error = serializers.CharField(allow_null=True, help_text="Why the broker columns are empty, if they are.")
@@ -99,10 +120,26 @@ class CeleryQueuesView(APIView):
     @staff_read_schema(
         "The queues table: ready, claimed, scheduled, blocked, failed, finished, paused, latency per queue",
         QueueTableSerializer,
+        parameters=[QueueTableQuerySerializer],
     )
     def get(self, request: Request) -> Response:
+        params = QueueTableQuerySerializer(data=query_of(request))
+        params.is_valid(raise_exception=True)
+        query = params.validated_data
+        broker = query.get("backend") or get_broker()
         # An unreachable broker is not an error here: the table says so in broker_error.
-        return Response(QueueTableSerializer(queue_table(requested_backend(request))).data)
+        budget = broker_budget()
+        table = queue_table(broker, budget=budget)
+        total = len(table.rows)
+        if "limit" in query:
+            shown = table.rows[query["offset"] : query["offset"] + query["limit"]]
+            if len(shown) < total:  # a slice of the table: only its rows' latency is read
+                table = with_latency(broker, replace(table, rows=shown), [row.name for row in shown], budget)
+            else:
+                table = replace(table, rows=shown)
+        elif query["offset"]:
+            table = replace(table, rows=table.rows[query["offset"] :])
+        return Response(QueueTableSerializer({**vars(table), "total": total}).data)
 
 
 class CeleryQueueBreakdownView(APIView):

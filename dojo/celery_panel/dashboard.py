@@ -12,7 +12,7 @@ page with the reason, and its late result is dropped.
 """
 
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any
 
@@ -32,7 +32,7 @@ from dojo.ops.fleet.status import CeleryStatus
 from dojo.ops.fleet.status_cache import get_status
 from dojo.ops.limits.semaphores import HeldSlots, held_slots, semaphore_states, slots_on_broker
 from dojo.ops.read_models.budget import Budget, OutOfTime, broker_budget, done
-from dojo.ops.read_models.queue_table import QueueTable, queue_table
+from dojo.ops.read_models.queue_table import QueueTable, by_pressure, queue_table, with_latency
 from dojo.ops.read_models.recurring import recurring_tasks
 from dojo.ops.read_models.stored_results import recent_activity
 from dojo.ops.redaction import mask_url
@@ -93,6 +93,11 @@ SEMAPHORE_COLUMNS = [
 ]
 # One sort parameter per table, and the anchor its links return to.
 SORT_PARAMS = {"queues": "qo", "shared": "sqo", "processes": "po", "recurring": "ro", "semaphores": "so"}
+# A queues table wider than a page is shown a page at a time, worst first unless sorted otherwise
+# (?qp=2 is the second page): rendering thousands of rows is the page's whole cost, and the latency of a wide
+# table is read for the rows shown only (dojo.ops.read_models.queue_table.with_latency).
+QUEUES_PAGE_PARAM = "qp"
+QUEUES_PER_PAGE = 200
 
 
 @dataclass(frozen=True)
@@ -108,6 +113,30 @@ class Card:
     value: Any  # None shows "-"
     url: str
     detail: str = ""
+
+
+@dataclass(frozen=True)
+class QueuesPage:
+    number: int
+    count: int  # pages
+    total: int  # queues in the table, every page
+    first_index: int  # 1-based position of the page's first row
+    last_index: int
+    next_url: str
+    previous_url: str
+
+    @property
+    def paginated(self) -> bool:
+        return self.count > 1
+
+    @property
+    def more(self) -> int:
+        """Queues after this page."""
+        return self.total - self.last_index
+
+
+class BadPage(ValueError):
+    pass
 
 
 @dataclass(frozen=True)
@@ -159,8 +188,52 @@ def _anchor_url(request: HttpRequest, anchor: str, param: str = "", ordering: st
     return f"?{query.urlencode()}#{anchor}"
 
 
+def _page_number(request: HttpRequest) -> int:
+    value = request.GET.get(QUEUES_PAGE_PARAM, "1")
+    if not value.isascii() or not value.isdigit() or int(value) < 1:
+        raise BadPage(f"{QUEUES_PAGE_PARAM}: a page number (1, 2, ...) is expected, not {value[:40]!r}.")
+    return int(value)
+
+
+def _queues_page(
+    request: HttpRequest, broker: Broker, table: QueueTable, budget: Budget
+) -> tuple[QueueTable, SortedTable, QueuesPage]:
+    """One page of the queues table. A table of one page keeps its order (configured queues first)
+    unless ?qo= sorts it; a wider one is shown worst first (by_pressure) unless ?qo= sorts it, and
+    its latency is read for the page's rows only (it is read without it). A page past the last
+    shows the last."""
+    number = _page_number(request)
+    wide = len(table.rows) > QUEUES_PER_PAGE
+    rows = by_pressure(table.rows) if wide and not request.GET.get(SORT_PARAMS["queues"]) else table.rows
+    query = request.GET.copy()
+    query.pop(QUEUES_PAGE_PARAM, None)  # a new order starts again at the first page
+    ordered = sort_table(rows, QUEUE_COLUMNS, query, SORT_PARAMS["queues"], "queues")
+    count = max(1, -(-len(ordered.rows) // QUEUES_PER_PAGE))
+    number = min(number, count)
+    start = (number - 1) * QUEUES_PER_PAGE
+    shown = ordered.rows[start : start + QUEUES_PER_PAGE]
+    if wide:
+        table = with_latency(broker, table, [row.name for row in shown], budget)
+        fresh = {row.name: row for row in table.rows}
+        shown = [fresh[row.name] for row in shown]
+    page = QueuesPage(
+        number=number,
+        count=count,
+        total=len(ordered.rows),
+        first_index=start + 1 if shown else 0,
+        last_index=start + len(shown),
+        next_url=_anchor_url(request, "queues", QUEUES_PAGE_PARAM, str(number + 1)) if number < count else "",
+        previous_url=_anchor_url(request, "queues", QUEUES_PAGE_PARAM, str(number - 1)) if number > 1 else "",
+    )
+    return table, replace(ordered, rows=shown), page
+
+
 def summary_cards(
-    request: HttpRequest, table: QueueTable, status: CeleryStatus, processes: list[ProcessRow]
+    request: HttpRequest,
+    table: QueueTable,
+    status: CeleryStatus,
+    processes: list[ProcessRow],
+    page: QueuesPage | None = None,
 ) -> list[Card]:
     workers = [row for row in processes if row.kind == "worker"]
     live = sum(row.is_live for row in workers)
@@ -214,7 +287,7 @@ def summary_cards(
             "Worst latency",
             f"{max(latencies):.1f} s" if latencies else None,
             _anchor_url(request, "queues", queues, "-9"),
-            "oldest ready message",
+            "oldest ready message" + (" of the queues shown" if page and page.paginated else ""),
         ),
     ]
 
@@ -232,13 +305,17 @@ def backend_facts(broker: Broker, table: QueueTable, status: CeleryStatus) -> li
 def dashboard(request: HttpRequest) -> HttpResponse:
     try:
         broker = get_broker(request.GET.get("backend"))
+        _page_number(request)
     except UnknownBroker as exc:
         return HttpResponseBadRequest(f"backend: {exc}", content_type="text/plain")
+    except BadPage as exc:
+        return HttpResponseBadRequest(str(exc), content_type="text/plain")
     budget = broker_budget()
     status_read = budget.start(partial(get_status, broker=broker), "status")
     # Slots kept in this project's database are read in this thread, like every other row.
     held = budget.start(partial(held_slots, broker), "semaphores") if slots_on_broker(broker) else None
     table = queue_table(broker, status_read, budget)
+    table, queues, page = _queues_page(request, broker, table, budget)
     status = table.status
     processes = list_processes(broker.alias, pool_pids(status))
     semaphores = _semaphores(request, broker, budget, held or done(held_slots(broker)))
@@ -252,10 +329,11 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         "backend": broker,
         "backends": list(configured_brokers()),
         "backend_facts": backend_facts(broker, table, status),
-        "summary_cards": summary_cards(request, table, status, processes),
+        "summary_cards": summary_cards(request, table, status, processes, page),
         "unavailable": _unavailable(status, table, semaphores),
         "results_error": table.results_error,
-        "queues": _sorted(request, "queues", table.rows, QUEUE_COLUMNS),
+        "queues": queues,
+        "queues_page": page,
         "shared_queues": _sorted(request, "shared", table.shared_rows, SHARED_QUEUE_COLUMNS),
         "processes": _sorted(request, "processes", processes, PROCESS_COLUMNS),
         "monitor": monitor_state(broker.alias),

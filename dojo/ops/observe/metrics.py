@@ -4,11 +4,19 @@ A custom collector instead of global gauges: nothing is kept between scrapes, an
 scrape reads the status through the cache, so however often Prometheus comes the
 broker sees at most one broadcast per DD_CELERY_STATUS_CACHE_SECONDS. Labels are
 bounded: worker, queue and task names and task states, never a task id or argument.
+
+The stored-results family counts the results done in the last RESULTS_WINDOW (a range on
+django-celery-results' date_done index, so a scrape never reads the whole table) and is kept
+RESULTS_CACHE_SECONDS in Django's cache, about one scrape interval: scrapers of several
+processes and replicas share one count.
 """
 
+from collections import Counter
 from collections.abc import Iterator
+from datetime import timedelta
 
 from django.conf import settings
+from django.core.cache import cache
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -19,6 +27,9 @@ from dojo.ops.fleet.status_cache import get_status
 from dojo.ops.read_models.stored_results import count_results, results_stored
 
 PREFIX = "dojo_celery_"
+RESULTS_WINDOW = timedelta(hours=1)
+RESULTS_CACHE_SECONDS = 15  # Prometheus's usual scrape interval
+RESULTS_CACHE_KEY = "dojo.ops.observe.metrics.task_results"
 
 
 def _gauge(
@@ -90,17 +101,28 @@ def status_metrics(status: CeleryStatus) -> Iterator[Metric]:
 
 
 def task_results_metric() -> Metric:
-    """Stored django-celery-results rows by state and task name, in one GROUP BY query."""
+    """Stored django-celery-results rows done in the last RESULTS_WINDOW by state and task name:
+    one GROUP BY query over an index range, at most once per RESULTS_CACHE_SECONDS."""
     family = _gauge(
         "task_results",
-        "Task results currently stored by django-celery-results, by state and task name "
-        "(a count of kept rows, not a running total: it falls when old results are deleted).",
+        "Task results stored by django-celery-results and done in the last hour, by state and task name "
+        "(a count of kept rows over a sliding window, not a running total; counted at most 15 s ago).",
         labels=["state", "task"],
     )
-    counts = count_results(("task_name", "status"))
+    counts = recent_result_counts()
     for (task_name, state), n in sorted(counts.items()):
         family.add_metric([state, task_name], n)
     return family
+
+
+def recent_result_counts() -> Counter:
+    """count_results() by task name and state over RESULTS_WINDOW, through the cache. A query
+    that fails raises (DatabaseError) and is not kept."""
+    counts = cache.get(RESULTS_CACHE_KEY)
+    if counts is None:
+        counts = count_results(("task_name", "status"), RESULTS_WINDOW)
+        cache.set(RESULTS_CACHE_KEY, counts, RESULTS_CACHE_SECONDS)
+    return counts
 
 
 def exposition(broker: Broker | None = None) -> bytes:

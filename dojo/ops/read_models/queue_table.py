@@ -12,7 +12,9 @@ Columns and where they come from (the closest honest Celery meaning of the seed'
 - latency: age of the oldest ready message, the next one a worker will take, from the
   publish time stamped in its headers (dojo.publishing.stamp_publish_time). None ("-") on
   brokers that cannot show a message without taking it (RabbitMQ), for a message published
-  without the stamp, and for an empty queue.
+  without the stamp, and for an empty queue. A table of thousands of queues is read with its
+  counts only (the Redis transport reads the next messages for at most a few hundred queues at
+  once): `with_latency` then reads the latency of the rows a caller shows (a page).
 - live workers: answering workers that consume the queue now (a paused queue has none).
 Worker columns come from the cached status document (at most DD_CELERY_STATUS_CACHE_SECONDS
 old); broker columns are read now, in a thread of their own while the status is read, both
@@ -23,7 +25,7 @@ import logging
 import time
 from collections import Counter
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from functools import partial
 
@@ -162,6 +164,35 @@ def queue_table(
         results_error=results.error,
         status=status,
     )
+
+
+def by_pressure(rows: list[QueueTableRow]) -> list[QueueTableRow]:
+    """Worst first: the most work waiting (ready plus blocked), then by name; rows whose ready
+    count is unknown (broker unread) after the known ones."""
+
+    def pressure(row: QueueTableRow) -> tuple[bool, int, str]:
+        return row.ready_count is None, -((row.ready_count or 0) + row.blocked_count), row.name
+
+    return sorted(rows, key=pressure)
+
+
+def with_latency(broker: Broker, table: QueueTable, names: list[str], budget: Budget) -> QueueTable:
+    """`table` with the latency of the rows `names` read now (one depth read of just those queues,
+    within `budget`), for a caller that shows a page of a table too wide to be read with its
+    latency. Their ready counts stay those of the table's read, so a page agrees with its order
+    and totals. A read that fails leaves the latency unknown and says why in broker_error."""
+    if not names or table.broker_error:
+        return table
+    depths, error = _depths_within(budget, budget.start(partial(_read_depths, broker, names), "queue-latency"), None)
+    if error:
+        return replace(table, broker_error=f"The latency of the queues shown was not read: {error}")
+    now = time.time()
+
+    def updated(row: QueueTableRow) -> QueueTableRow:
+        stamp = depths[row.name].oldest_published_at if row.name in depths else None
+        return replace(row, latency_seconds=max(0.0, now - stamp)) if stamp is not None else row
+
+    return replace(table, rows=[updated(row) for row in table.rows])
 
 
 def status_within(budget: Budget, status: "CeleryStatus | Future[CeleryStatus] | None", broker: Broker) -> CeleryStatus:

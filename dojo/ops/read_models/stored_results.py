@@ -1,10 +1,12 @@
 """Counting the results django-celery-results stores, in one grouped query: the queues table's
 failed/finished (24 h, by broker and queue), the overview's and dashboard's recent activity
-(1 h, by state) and the /metrics results family (every kept row, by state and task name).
+(1 h, by state) and the /metrics results family (1 h, by state and task name).
 
 The broker alias and the queue are read from the JSON text of each result's `meta` (workers keep
 them there: dojo.worker.signals.remember_queue); a result without a broker counts for the main
-one. `meta` is cast only when a meta key is grouped on: the cast has a cost. date_done is indexed.
+one. `meta` is cast only when a meta key is grouped on: the cast has a cost. date_done is indexed
+(django-celery-results' own index), so a count `within` a window reads an index range, not the
+table: keep `within` on every frequent count.
 """
 
 import logging
