@@ -72,6 +72,9 @@ class Figures:
     rss_before_kb: int = 0
     rss_after_kb: int = 0
     replies_per_round: int = 0
+    reply_bytes_per_round: int = 0
+    broadcasts_per_round: int = 0
+    broadcast_bytes_per_round: int = 0
     breakdown: dict[str, float] = field(default_factory=dict)  # ms per read, by part
 
 
@@ -197,7 +200,7 @@ def in_process(figures: Figures, count: int) -> None:
 
     cache.clear()  # a fresh web process: the first read learns the speakers
     totals: dict[str, float] = {}
-    replies = [0]
+    replies = [0, 0]  # reply messages, their JSON bytes
 
     def wrap(owner: Any, name: str, part: str) -> Callable[[], None]:
         original = getattr(owner, name)
@@ -210,6 +213,7 @@ def in_process(figures: Figures, count: int) -> None:
                 totals[part] = totals.get(part, 0.0) + time.perf_counter() - began
             if name == "_drain":
                 replies[0] += sum(len(bodies) for bodies in result.values())
+                replies[1] += sum(len(json.dumps(body)) for bodies in result.values() for body in bodies)
             return result
 
         setattr(owner, name, wrapper)
@@ -228,7 +232,7 @@ def in_process(figures: Figures, count: int) -> None:
     try:
         status.read_status()  # learns who speaks dojo_status
         totals.clear()
-        replies[0] = 0
+        replies[0] = replies[1] = 0
         last = None
 
         def read() -> tuple[bool, str]:
@@ -248,8 +252,10 @@ def in_process(figures: Figures, count: int) -> None:
     per_read["read_status total (p50)"] = figures.in_process.percentile(50)
     figures.breakdown = per_read
     figures.replies_per_round = replies[0] // reads
+    figures.reply_bytes_per_round = replies[1] // reads
     if last is None:
         return
+    broadcast_bytes(figures, broker.broker_url, lambda: status.read_status())
     with cProfile.Profile() as profile:
         status.read_status()
     stats = pstats.Stats(profile)
@@ -282,8 +288,31 @@ IN_PROCESS_FIELDS = (
     "cache_set_ms",
     "cache_get_ms",
     "replies_per_round",
+    "reply_bytes_per_round",
+    "broadcasts_per_round",
+    "broadcast_bytes_per_round",
     "breakdown",
 )
+
+
+def broadcast_bytes(figures: Figures, broker_url: str, read: Callable[[], object]) -> None:
+    """The control messages one read publishes on Redis, counted by a subscriber of the pidbox
+    fanout topic: Redis sends each of them to every worker's subscription."""
+    import redis
+
+    client = redis.Redis.from_url(broker_url)
+    pubsub = client.pubsub()
+    pubsub.psubscribe("/*.celery.pidbox*")
+    while pubsub.get_message(timeout=0.5) is not None:  # the subscribe confirmation
+        pass
+    read()
+    count = size = 0
+    while (message := pubsub.get_message(timeout=0.5)) is not None:
+        if message["type"] == "pmessage":
+            count, size = count + 1, size + len(message["data"])
+    pubsub.close()
+    client.close()
+    figures.broadcasts_per_round, figures.broadcast_bytes_per_round = count, size
 
 
 def measure_in_process(figures: Figures, env: dict[str, str], count: int) -> None:
@@ -363,7 +392,12 @@ def report(all_figures: list[Figures]) -> bool:
             f"locmem cache set {fig.cache_set_ms:.1f} ms / get {fig.cache_get_ms:.1f} ms"
         )
         print(f"web process RSS: {fig.rss_before_kb / 1024:.1f} MiB before, {fig.rss_after_kb / 1024:.1f} MiB after")
-        print(f"replies drained per round (in process): {fig.replies_per_round}")
+        print(
+            f"per round (in process): {fig.replies_per_round} replies drained ({fig.reply_bytes_per_round:,} bytes "
+            f"of JSON bodies); {fig.broadcasts_per_round} control messages published, "
+            f"{fig.broadcast_bytes_per_round:,} bytes, which Redis sends to every worker's subscription "
+            f"({fig.broadcast_bytes_per_round * fig.workers / 1e6:.1f} MB per read for a real fleet of {fig.workers})"
+        )
         print("where read_status() spends its time (ms per read, in process):")
         for part, ms in fig.breakdown.items():
             print(f"  {part:<38} {ms:8.1f}")
