@@ -55,7 +55,7 @@ from typing import Any
 
 from celery import Celery
 from celery import __version__ as celery_version
-from celery.events.event import Event
+from celery.events.event import Event, get_exchange
 from kombu import Connection, Consumer, Exchange, Producer, Queue
 from kombu.pidbox import Mailbox, Node
 from kombu.serialization import loads, prepare_accept_content
@@ -549,8 +549,8 @@ class FleetSimulator:
     def _beat(self) -> None:
         """worker-online, then a worker-heartbeat per node every HEARTBEAT_SECONDS, then worker-offline."""
         conf = Celery("fleet-simulator-events", broker=self.broker_url).conf
-        exchange = Exchange(conf.event_exchange, type="topic")
         with Connection(self.broker_url) as conn:
+            exchange = get_exchange(conn, name=conf.event_exchange)  # fanout on Redis, as Celery's
             producer = Producer(conn.default_channel, exchange=exchange, serializer=conf.event_serializer)
             clock = 0
 
