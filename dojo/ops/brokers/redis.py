@@ -216,6 +216,19 @@ class RedisTransport(VirtualTransport):
                     tally.complete = False
                     return
 
+    def remove_binding(self, conn: Connection, control_exchange: str, worker: str) -> bool:
+        """SREM of `worker`'s one member (``routing key SEP pattern SEP queue``, as kombu's
+        _queue_bind wrote it) of the pidbox exchange's binding set ``_kombu.binding.<exchange>``
+        (key prefix included); nothing else is touched. A worker that starts again binds again."""
+        channel = conn.default_channel
+        exchange = f"{control_exchange}.pidbox"
+        queue = f"{worker}.{exchange}"
+        members = [channel.sep.join(meta) for meta in channel.get_table(exchange) if meta[-1] == queue]
+        if not members:
+            return False
+        key = (channel.global_keyprefix or "") + channel.keyprefix_queue % (exchange,)
+        return bool(client(conn).srem(key, *members))
+
 
 def _appears_verbatim(task_name: str) -> bool:
     """Whether JSON writes `task_name` as is (no escapes), so a substring test can rule messages out."""

@@ -10,7 +10,9 @@ every call is bounded in time. Reads are snapshots: workers may take messages me
 - `peek`: counts by task name and the first messages, read without consuming.
 - `purge` / `purge_task_name`: empty a queue / remove one task name's messages, within a
   deadline, keeping count in a `PurgeTally` as it goes.
-- `bound_workers`: the workers bound to the control exchange, where the broker lists bindings.
+- `consumer_counts`: the consumers of many queues (the workers' control queues on AMQP).
+- `bound_workers`: the workers bound to the control exchange, where the broker lists bindings;
+  `remove_binding` removes one worker's binding (a killed worker's, which nothing else removes).
 - `slot_store`: where the concurrency limits keep their slots ("redis" on the broker, else "database").
 - `prune_control_messages`: remove stale remote-control messages the transport never cleans.
 """
@@ -96,6 +98,10 @@ class Transport:
             except ChannelError:
                 return 0
 
+    def consumer_counts(self, conn: Connection, queues: Iterable[str]) -> dict[str, int]:
+        """Consumers of each of `queues` (see consumer_count)."""
+        return {queue: self.consumer_count(conn, queue) for queue in queues}
+
     def peek(self, conn: Connection, queue: str, first: int, within: Within) -> tuple[Counter, list[bytes]]:
         raise PeekUnsupported(
             f"The {self.name} broker cannot show the messages of a queue without taking them off the queue."
@@ -118,6 +124,11 @@ class Transport:
     def bound_workers(self, conn: Connection, control_exchange: str) -> set[str] | None:
         """Names of the workers bound to the control exchange; None where the broker cannot tell."""
         return None
+
+    def remove_binding(self, conn: Connection, control_exchange: str, worker: str) -> bool:
+        """Remove `worker`'s binding to the control exchange, where the broker keeps bindings
+        that outlive their worker; whether one was removed."""
+        return False
 
     def prune_control_messages(self, max_age_seconds: float) -> int:
         return 0

@@ -1,6 +1,7 @@
 """The remote-control mailbox: broadcasts to the workers that stop as soon as every live worker
 has answered, on the bounded connection given (never the app's own producer pool)."""
 
+import logging
 import os
 import threading
 import time
@@ -27,6 +28,19 @@ KNOWN_CACHE_KEY = "dojo.ops.known_workers"
 KNOWN_SECONDS = 600
 EVENTS_LIVE_SECONDS = 4.0  # two of Celery's default heartbeat intervals
 SPEAKERS_CACHE_KEY = "dojo.ops.status_speakers"  # workers whose stats announced dojo_status
+# AMQP: how long the remembered set answers for everyone before the next round asks every worker
+# and waits the whole timeout. RabbitMQ lists no queues over AMQP, so a new worker that consumes
+# only queues outside DD_CELERY_QUEUES changes no count the read can see; this bounds how long it
+# goes unseen (with no event monitor running) at the cost of one slow round per period and process.
+FULL_ROUND_CACHE_KEY = "dojo.ops.full_round"
+FULL_ROUND_SECONDS = 30
+# Redis / filesystem: a bound worker silent in this many consecutive rounds it was asked in (one
+# every SILENT_RECHECK_SECONDS), and not seen live by the event monitor, is dead: its binding is
+# removed, so its stale binding stops costing a slow round a minute.
+SILENT_ROUNDS_CACHE_KEY = "dojo.ops.silent_rounds"
+DEAD_AFTER_SILENT_ROUNDS = 3
+
+logger = logging.getLogger(__name__)
 
 
 class _ThreadMailbox(Mailbox):
@@ -70,14 +84,15 @@ def query_workers(
     answered instead of always waiting `timeout` (design.md). On Redis and the filesystem broker
     the expected workers are the bound ones; a bound worker that did not answer (killed, or a busy
     solo pool) is left out for SILENT_RECHECK_SECONDS, so a dead worker's stale binding costs one
-    slow round a minute, not every one. On brokers that list no bindings (AMQP) see
+    slow round a minute, not every one, and once silent DEAD_AFTER_SILENT_ROUNDS times in a row
+    (and not seen live by the event monitor) its binding is removed (`_forget_the_dead`). On brokers that list no bindings (AMQP) see
     `_remembered_expected`; when it cannot tell, the built-in commands go to everyone and the round
     waits the whole timeout. Beat answers when its remote control is on: it is not a worker.
     """
     if timeout <= 0:
         return {}
-    deadline = time.monotonic() + timeout
-    broker_key = conn.as_uri()  # password masked
+    started = time.monotonic()
+    broker_key = fleet_key(conn)
     bound = broker.transport.bound_workers(conn, app.conf.control_exchange)
     silent_key = f"{SILENT_CACHE_KEY}:{broker_key}"
     speakers_key = f"{SPEAKERS_CACHE_KEY}:{broker_key}"
@@ -90,6 +105,9 @@ def query_workers(
         expected = (bound - silent) or bound
     if expected == set():
         return {}
+    # Finding the expected workers (AMQP: one passive declare per known worker) does not eat the
+    # round: it keeps at least half of `timeout` (the read's bound: status.read_status).
+    deadline = max(started + timeout, time.monotonic() + timeout / 2)
     speakers: set[str] = cache.get(speakers_key, set())
     status_to = sorted(speakers & expected) if expected is not None else sorted(speakers)
     inspect_to = sorted(expected - speakers) if expected is not None else None  # None: everyone
@@ -99,19 +117,59 @@ def query_workers(
         newly_silent = expected - set(answers)
         if newly_silent:
             cache.set(silent_key, (cache.get(silent_key, set()) & bound) | newly_silent, SILENT_RECHECK_SECONDS)
+        _forget_the_dead(conn, broker, broker_key, bound, expected, set(answers))
     learnt = {name for name, answer in workers.items() if answer.pop("speaks_status", False)}
     if learnt != speakers & set(workers):
         cache.set(speakers_key, (speakers - set(workers)) | learnt, KNOWN_SECONDS)
     if bound is None:
         known = {name: answer.get("active_queues") for name, answer in workers.items()}
         cache.set(f"{KNOWN_CACHE_KEY}:{broker_key}", known, KNOWN_SECONDS)
+        if expected is None:  # everyone was asked
+            cache.set(f"{FULL_ROUND_CACHE_KEY}:{broker_key}", True, FULL_ROUND_SECONDS)
     return dict(sorted(workers.items()))
+
+
+def fleet_key(conn: Connection) -> str:
+    """What names one fleet in the cache keys of what the web process learns about its workers
+    (silent ones, speakers, the remembered set): the URL with its database or virtual host (password
+    masked) and, on Redis, the transport's `global_keyprefix`, since backends on one server that
+    differ in either have separate exchanges and workers. The URL alone keeps the key of a broker
+    with no key prefix as it was."""
+    prefix = (conn.transport_options or {}).get("global_keyprefix")
+    return f"{conn.as_uri()}#keyprefix={prefix}" if prefix else conn.as_uri()
 
 
 def status_speakers(conn: Connection) -> set[str]:
     """The workers of `conn`'s broker known (from their stats, within KNOWN_SECONDS) to answer
     dojo_status, i.e. to run the project's code: the only ones to send a project command to."""
-    return set(cache.get(f"{SPEAKERS_CACHE_KEY}:{conn.as_uri()}", set()))
+    return set(cache.get(f"{SPEAKERS_CACHE_KEY}:{fleet_key(conn)}", set()))
+
+
+def _forget_the_dead(
+    conn: Connection, broker: Broker, broker_key: str, bound: set[str], asked: set[str], answered: set[str]
+) -> None:
+    """Count each asked bound worker's consecutive silent rounds; remove the binding of one silent
+    DEAD_AFTER_SILENT_ROUNDS times in a row that the event monitor did not see live either (a
+    killed worker: nothing else ever removes it). A worker that answers starts again at 0."""
+    rounds_key = f"{SILENT_ROUNDS_CACHE_KEY}:{broker_key}"
+    before: dict[str, int] = cache.get(rounds_key, {})
+    rounds = {name: count for name, count in before.items() if name in bound and name not in answered}
+    for name in asked - answered:
+        rounds[name] = rounds.get(name, 0) + 1
+    dead = {name for name, count in rounds.items() if count >= DEAD_AFTER_SILENT_ROUNDS}
+    if dead:
+        dead -= _seen_by_events(broker.alias)
+        for name in sorted(dead):
+            if broker.transport.remove_binding(conn, app.conf.control_exchange, name):
+                logger.info(
+                    "Removed the control binding of worker %s (backend %s): silent in %d rounds in a row",
+                    name,
+                    broker.alias,
+                    rounds[name],
+                )
+            rounds.pop(name)
+    if rounds != before:
+        cache.set(rounds_key, rounds, KNOWN_SECONDS)
 
 
 def _round(conn: Connection, status_to: list[str], inspect_to: list[str] | None, deadline: float) -> dict[str, dict]:
@@ -228,17 +286,18 @@ def _remembered_expected(
     queues are exactly theirs and the event monitor knows no other live worker (a new worker
     that consumes only paused queues changes no count). Anything else (a new worker, a worker
     whose queues are unknown, nothing remembered) returns None: ask everyone and wait the whole
-    timeout.
+    timeout; so does a round FULL_ROUND_SECONDS after everyone was last asked, which finds a new
+    worker that consumes only queues outside DD_CELERY_QUEUES (no count the read sees changes).
+    The control queues' consumer counts are read on one channel (AmqpTransport.consumer_counts).
     """
     known: dict[str, list[str] | None] | None = cache.get(f"{KNOWN_CACHE_KEY}:{broker_key}")
-    if known is None or not _seen_by_events(broker.alias) <= set(known):
+    if known is None or cache.get(f"{FULL_ROUND_CACHE_KEY}:{broker_key}") is None:
+        return None  # nothing remembered, or FULL_ROUND_SECONDS since everyone was last asked
+    if not _seen_by_events(broker.alias) <= set(known):
         return None
     control_queue = f"{{}}.{app.conf.control_exchange}.pidbox"
-    live = {
-        name: queues
-        for name, queues in known.items()
-        if broker.transport.consumer_count(conn, control_queue.format(name))
-    }
+    counts = broker.transport.consumer_counts(conn, [control_queue.format(name) for name in known])
+    live = {name: queues for name, queues in known.items() if counts[control_queue.format(name)]}
     if any(queues is None for queues in live.values()):
         return None
     for queue, count in queue_consumers.items():

@@ -15,6 +15,8 @@ from dojo.ops.redaction import mask_url
 
 # The state of a task on each list: one vocabulary for the API's task search and the panel's live tasks.
 LIVE_STATES = {"active": "ACTIVE", "reserved": "RESERVED", "scheduled": "SCHEDULED"}
+# The least share of DD_CELERY_BROKER_TIMEOUT the worker round gets, however long the queue reads took.
+ROUND_FLOOR_SHARE = 0.5
 
 
 @dataclass(frozen=True)
@@ -123,21 +125,27 @@ class CeleryStatus:
 
 
 def read_status(broker: Broker | None = None) -> CeleryStatus:
-    """Read the status from `broker` (the main one if None) and its workers
-    within the broker time bound.
+    """Read the status from `broker` (the main one if None) and its workers.
 
-    The queue reads come first: they are cheap and prove the broker answers. The one
-    broadcast gets what is left of the time bound.
+    The queue reads come first: they are cheap and prove the broker answers. The worker round
+    gets what is left of DD_CELERY_BROKER_TIMEOUT (T) counted from the start, but never less than
+    ROUND_FLOOR_SHARE of it, so slow queue reads (many queues on AMQP) never leave it nothing and
+    report a healthy fleet empty. Bound of the broker part: connecting ≤ T, the queue reads ≤ 1.5 T
+    (AMQP starts no passive declare after T/2, each ≤ T; Redis is one pipeline ≤ T), the round
+    ≤ max(T - elapsed, T/2): at most 3 T (status_cache.read_bound), plus on AMQP the control-queue
+    consumer counts of the remembered workers (one channel, one round trip each; mailbox).
     """
     read_at = time.time()
-    deadline = time.monotonic() + broker_timeout()
+    bound = broker_timeout()
+    deadline = time.monotonic() + bound
     broker = broker or get_broker()
     queue = default_queue()
     try:
         with broker_connection(broker=broker) as conn:
             depths = broker.transport.depths(conn, configured_queues())
             consumers = {name: depth.consumers for name, depth in depths.items()}
-            replies = query_workers(conn, broker, deadline - time.monotonic(), consumers)
+            round_timeout = max(deadline - time.monotonic(), ROUND_FLOOR_SHARE * bound)
+            replies = query_workers(conn, broker, round_timeout, consumers)
     except BrokerUnavailable as exc:
         return CeleryStatus(broker_status=False, queue=queue, error=str(exc), read_at=read_at, backend=broker.alias)
     consuming = worker_loads(replies)

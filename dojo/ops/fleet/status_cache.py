@@ -208,7 +208,10 @@ def forget_status(broker: Broker | None = None) -> None:
 
 
 def _cache_key(broker: Broker) -> str:
-    return f"{CACHE_KEY}:{mask_url(broker.broker_url)}"
+    """One document per backend: its alias, its URL (database or virtual host included) and its
+    Redis key prefix, so backends that share a server but not a fleet never share a document."""
+    prefix = broker.transport_options.get("global_keyprefix") or ""
+    return f"{CACHE_KEY}:{broker.alias}:{mask_url(broker.broker_url)}:{prefix}"
 
 
 def live_workers(broker: Broker) -> dict[str, dict]:
