@@ -173,7 +173,8 @@ def test_broker_down_is_not_ready_within_the_bound(tmp_path, database, silent_po
     else:
         assert f"Broker: UNREACHABLE, redis://:****@127.0.0.1:{port}/0" in result.stdout
         assert "Ready: NO (broker unreachable)" in result.stdout
-    assert elapsed < bound + 2.0, f"{elapsed:.2f} s (process start alone: {startup_seconds:.2f} s)"
+    # Against the process's own start-up, measured on the same machine: the absolute time also
+    # holds Python's and Django's imports, which a loaded 2-core machine stretches past 3 s.
     assert elapsed - startup_seconds < bound + 0.5, f"{elapsed:.2f} s (process start alone: {startup_seconds:.2f} s)"
 
 
