@@ -93,11 +93,13 @@ SEMAPHORE_COLUMNS = [
 ]
 # One sort parameter per table, and the anchor its links return to.
 SORT_PARAMS = {"queues": "qo", "shared": "sqo", "processes": "po", "recurring": "ro", "semaphores": "so"}
-# A queues table wider than a page is shown a page at a time, worst first unless sorted otherwise
-# (?qp=2 is the second page): rendering thousands of rows is the page's whole cost, and the latency of a wide
-# table is read for the rows shown only (dojo.ops.read_models.queue_table.with_latency).
+# A queues table of more than QUEUES_SHOWN_WHOLE rows is shown QUEUES_PER_PAGE rows at a time,
+# worst first unless sorted otherwise (?qp=2 is the second page): rendering thousands of rows is
+# the page's whole cost, and the latency of a wide table is read for the rows shown only
+# (dojo.ops.read_models.queue_table.with_latency).
 QUEUES_PAGE_PARAM = "qp"
-QUEUES_PER_PAGE = 200
+QUEUES_SHOWN_WHOLE = 300
+QUEUES_PER_PAGE = 100
 
 
 @dataclass(frozen=True)
@@ -198,20 +200,21 @@ def _page_number(request: HttpRequest) -> int:
 def _queues_page(
     request: HttpRequest, broker: Broker, table: QueueTable, budget: Budget
 ) -> tuple[QueueTable, SortedTable, QueuesPage]:
-    """One page of the queues table. A table of one page keeps its order (configured queues first)
-    unless ?qo= sorts it; a wider one is shown worst first (by_pressure) unless ?qo= sorts it, and
-    its latency is read for the page's rows only (it is read without it). A page past the last
-    shows the last."""
+    """One page of the queues table. A table of at most QUEUES_SHOWN_WHOLE rows is one page and
+    keeps its order (configured queues first) unless ?qo= sorts it; a wider one is shown worst
+    first (by_pressure) unless ?qo= sorts it, and its latency is read for the page's rows only
+    (it is read without it). A page past the last shows the last."""
     number = _page_number(request)
-    wide = len(table.rows) > QUEUES_PER_PAGE
+    wide = len(table.rows) > QUEUES_SHOWN_WHOLE
     rows = by_pressure(table.rows) if wide and not request.GET.get(SORT_PARAMS["queues"]) else table.rows
     query = request.GET.copy()
     query.pop(QUEUES_PAGE_PARAM, None)  # a new order starts again at the first page
     ordered = sort_table(rows, QUEUE_COLUMNS, query, SORT_PARAMS["queues"], "queues")
-    count = max(1, -(-len(ordered.rows) // QUEUES_PER_PAGE))
+    per_page = QUEUES_PER_PAGE if wide else max(1, len(ordered.rows))
+    count = max(1, -(-len(ordered.rows) // per_page))
     number = min(number, count)
-    start = (number - 1) * QUEUES_PER_PAGE
-    shown = ordered.rows[start : start + QUEUES_PER_PAGE]
+    start = (number - 1) * per_page
+    shown = ordered.rows[start : start + per_page]
     if wide:
         table = with_latency(broker, table, [row.name for row in shown], budget)
         fresh = {row.name: row for row in table.rows}

@@ -96,11 +96,12 @@ def queue_rows(html: str) -> list[tuple[str, int, str]]:
 
 @pytest.mark.django_db
 def test_dashboard_pages_a_wide_queues_table_worst_first(redis_only, settings, client):
-    from dojo.celery_panel.dashboard import QUEUES_PER_PAGE
+    from dojo.celery_panel.dashboard import QUEUES_PER_PAGE, QUEUES_SHOWN_WHOLE
 
-    names = [f"p{i:03d}" for i in range(2 * QUEUES_PER_PAGE + 49)]  # + "celery": 450 rows, 3 pages
+    total = QUEUES_SHOWN_WHOLE + QUEUES_PER_PAGE // 2  # with "celery"; the last page is half full
+    names = [f"p{i:03d}" for i in range(total - 1)]
     configure(settings, names)
-    worst = {names[400]: 7, names[5]: 5, names[250]: 3}
+    worst = {names[total - 3]: 7, names[5]: 5, names[total // 2]: 3}
     publish(redis_only, worst)
     settings.CELERY_BROKER_TIMEOUT = 1.0
     client.force_login(make_user("staff", staff=True))
@@ -113,18 +114,20 @@ def test_dashboard_pages_a_wide_queues_table_worst_first(redis_only, settings, c
     assert [(name, ready) for name, ready, _ in rows[:3]] == list(worst.items())  # worst first
     assert all(ready == 0 for _, ready, _ in rows[3:])
     assert all(latency.endswith(" s") for _, _, latency in rows[:3])  # read for the page's rows
-    assert "250 more queues" in html
+    assert f"{total - QUEUES_PER_PAGE} more queues" in html
     more = re.search(r'<a id="queues-more" href="([^"]+)">', html).group(1)
     assert "qp=2" in more
 
-    second = queue_rows(client.get(DASHBOARD + more.replace("&amp;", "&")).content.decode())
-    third_page = client.get(DASHBOARD, {"qp": 3}).content.decode()
-    third = queue_rows(third_page)
-    assert len(second) == QUEUES_PER_PAGE and len(third) == 50
-    shown = [name for page in (rows, second, third) for name, _, _ in page]
+    pages = [rows, queue_rows(client.get(DASHBOARD + more.replace("&amp;", "&")).content.decode())]
+    last = -(-total // QUEUES_PER_PAGE)
+    for number in range(3, last + 1):
+        page = client.get(DASHBOARD, {"qp": number}).content.decode()
+        pages.append(queue_rows(page))
+    assert [len(page) for page in pages] == [QUEUES_PER_PAGE] * (last - 1) + [QUEUES_PER_PAGE // 2]
+    shown = [name for page in pages for name, _, _ in page]
     assert sorted(shown) == sorted(["celery", *names])  # every queue once, none twice
-    assert 'id="queues-more"' not in third_page and 'id="queues-previous"' in third_page
-    assert 'data-fact="queues">450<' in html
+    assert 'id="queues-more"' not in page and 'id="queues-previous"' in page
+    assert f'data-fact="queues">{total}<' in html
     assert client.get(DASHBOARD, {"qp": 99}).status_code == 200  # past the last: the last
     assert client.get(DASHBOARD, {"qp": "x"}).status_code == 400
     assert client.get(DASHBOARD, {"qp": "0"}).status_code == 400
