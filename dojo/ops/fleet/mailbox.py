@@ -16,7 +16,7 @@ from kombu import Connection, Consumer, Producer
 from kombu.pidbox import Mailbox
 
 from dojo.celery import app
-from dojo.models import MonitoredWorker
+from dojo.models import CeleryProcess, MonitoredWorker, MonitorHeartbeat
 from dojo.ops.brokers.connection import broker_connection, broker_timeout
 from dojo.ops.brokers.registry import Broker
 from dojo.ops.fleet.worker_reply import INSPECT_COMMANDS, STATUS_COMMAND, describe_worker, speaks_status
@@ -35,10 +35,11 @@ SPEAKERS_CACHE_KEY = "dojo.ops.status_speakers"  # workers whose stats announced
 FULL_ROUND_CACHE_KEY = "dojo.ops.full_round"
 FULL_ROUND_SECONDS = 30
 # Redis / filesystem: a bound worker silent in this many consecutive rounds it was asked in (one
-# every SILENT_RECHECK_SECONDS), and not seen live by the event monitor, is dead: its binding is
-# removed, so its stale binding stops costing a slow round a minute.
+# every SILENT_RECHECK_SECONDS) and without a heartbeat (database or events) for DEAD_AFTER_SECONDS
+# is dead: its binding is removed, so its stale binding stops costing a slow round a minute.
 SILENT_ROUNDS_CACHE_KEY = "dojo.ops.silent_rounds"
 DEAD_AFTER_SILENT_ROUNDS = 3
+DEAD_AFTER_SECONDS = 60.0  # no heartbeat (database or events) for this long: the worker is gone
 
 logger = logging.getLogger(__name__)
 
@@ -84,8 +85,9 @@ def query_workers(
     answered instead of always waiting `timeout` (design.md). On Redis and the filesystem broker
     the expected workers are the bound ones; a bound worker that did not answer (killed, or a busy
     solo pool) is left out for SILENT_RECHECK_SECONDS, so a dead worker's stale binding costs one
-    slow round a minute, not every one, and once silent DEAD_AFTER_SILENT_ROUNDS times in a row
-    (and not seen live by the event monitor) its binding is removed (`_forget_the_dead`). On brokers that list no bindings (AMQP) see
+    slow round a minute, not every one, and once silent DEAD_AFTER_SILENT_ROUNDS times in a row and
+    without a heartbeat for DEAD_AFTER_SECONDS its binding is removed (`_forget_the_dead`). On
+    brokers that list no bindings (AMQP) see
     `_remembered_expected`; when it cannot tell, the built-in commands go to everyone and the round
     waits the whole timeout. Beat answers when its remote control is on: it is not a worker.
     """
@@ -119,7 +121,7 @@ def query_workers(
             cache.set(silent_key, (cache.get(silent_key, set()) & bound) | newly_silent, SILENT_RECHECK_SECONDS)
         _forget_the_dead(conn, broker, broker_key, bound, expected, set(answers))
     learnt = {name for name, answer in workers.items() if answer.pop("speaks_status", False)}
-    if learnt != speakers & set(workers):
+    if workers:  # written every round, so it expires only KNOWN_SECONDS after a worker last answered
         cache.set(speakers_key, (speakers - set(workers)) | learnt, KNOWN_SECONDS)
     if bound is None:
         known = {name: answer.get("active_queues") for name, answer in workers.items()}
@@ -149,25 +151,27 @@ def _forget_the_dead(
     conn: Connection, broker: Broker, broker_key: str, bound: set[str], asked: set[str], answered: set[str]
 ) -> None:
     """Count each asked bound worker's consecutive silent rounds; remove the binding of one silent
-    DEAD_AFTER_SILENT_ROUNDS times in a row that the event monitor did not see live either (a
-    killed worker: nothing else ever removes it). A worker that answers starts again at 0."""
+    DEAD_AFTER_SILENT_ROUNDS times in a row that a heartbeat also says is gone (`_known_dead`): a
+    killed worker's binding is removed by nothing else. Silence alone is never enough: a busy solo
+    pool, or a round that ran out of time on a large fleet, does not answer either (design.md).
+    A worker that answers starts again at 0."""
     rounds_key = f"{SILENT_ROUNDS_CACHE_KEY}:{broker_key}"
     before: dict[str, int] = cache.get(rounds_key, {})
     rounds = {name: count for name, count in before.items() if name in bound and name not in answered}
     for name in asked - answered:
         rounds[name] = rounds.get(name, 0) + 1
-    dead = {name for name, count in rounds.items() if count >= DEAD_AFTER_SILENT_ROUNDS}
-    if dead:
-        dead -= _seen_by_events(broker.alias)
-        for name in sorted(dead):
-            if broker.transport.remove_binding(conn, app.conf.control_exchange, name):
-                logger.info(
-                    "Removed the control binding of worker %s (backend %s): silent in %d rounds in a row",
-                    name,
-                    broker.alias,
-                    rounds[name],
-                )
-            rounds.pop(name)
+    silent = {name for name, count in rounds.items() if count >= DEAD_AFTER_SILENT_ROUNDS}
+    for name in sorted(_known_dead(broker.alias, silent) if silent else ()):
+        if broker.transport.remove_binding(conn, app.conf.control_exchange, name):
+            logger.info(
+                "Removed the control binding of worker %s (backend %s): silent in %d rounds in a row, "
+                "no heartbeat for %g s",
+                name,
+                broker.alias,
+                rounds[name],
+                DEAD_AFTER_SECONDS,
+            )
+        rounds.pop(name)
     if rounds != before:
         cache.set(rounds_key, rounds, KNOWN_SECONDS)
 
@@ -184,7 +188,9 @@ def _round(conn: Connection, status_to: list[str], inspect_to: list[str] | None,
     if inspect_to is None or inspect_to:
         plan += [(command, inspect_to) for command in INSPECT_COMMANDS]
     channel = conn.default_channel
-    box.reply_queue(channel).declare()  # once: kombu's _publish declares it again for every command
+    reply_queue = box.reply_queue(channel)
+    reply_queue.declare()  # once: kombu's _publish declares it again for every command
+    reply_queue.purge()  # late replies of an earlier round that ran out of time would eat this one's
     with Producer(channel) as producer:
         for command, destination in plan:
             ticket = uuid.uuid4().hex
@@ -304,6 +310,35 @@ def _remembered_expected(
         if count is not None and count != sum(queue in queues for queues in live.values()):
             return None
     return set(live)
+
+
+def _known_dead(backend_alias: str, names: set[str]) -> set[str]:
+    """Of `names`, the workers a heartbeat says are gone: their own database heartbeat
+    (CeleryProcess, the project's workers) is older than DEAD_AFTER_SECONDS, or the event monitor,
+    live and running for longer than that, saw them go offline or heard nothing from them for that
+    long. A fresh heartbeat of either kind, or no monitor and no heartbeat row, proves nothing."""
+    now = timezone.now()
+    cutoff = now - timedelta(seconds=DEAD_AFTER_SECONDS)
+    try:
+        processes = CeleryProcess.objects.filter(backend=backend_alias, kind=CeleryProcess.Kind.WORKER, name__in=names)
+        beats = dict(processes.values_list("name", "last_heartbeat_at"))
+        events = dict(
+            MonitoredWorker.objects.filter(backend=backend_alias, hostname__in=names, online=True).values_list(
+                "hostname", "last_heartbeat_at"
+            )
+        )
+        monitor_watching = MonitorHeartbeat.objects.filter(
+            backend=backend_alias,
+            stopped_at__isnull=True,
+            started_at__lte=cutoff,
+            last_beat_at__gte=now - timedelta(seconds=EVENTS_LIVE_SECONDS),
+        ).exists()
+    except DatabaseError:
+        return set()
+    dead = {name for name, beat in beats.items() if beat < cutoff}
+    if monitor_watching:
+        dead |= {name for name in names if events.get(name, cutoff) <= cutoff}
+    return {name for name in dead if beats.get(name, cutoff) <= cutoff and events.get(name, cutoff) <= cutoff}
 
 
 def _seen_by_events(backend_alias: str) -> set[str]:

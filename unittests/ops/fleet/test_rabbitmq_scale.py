@@ -155,13 +155,20 @@ def test_backends_on_one_redis_url_with_different_key_prefixes_keep_separate_doc
 
 
 @pytest.mark.django_db
-def test_a_killed_workers_stale_binding_is_removed_once_it_is_known_dead(redis_only, settings, monkeypatch):
+def test_a_killed_workers_stale_binding_is_removed_once_it_is_known_dead(
+    redis_only, shared_database, settings, monkeypatch
+):
+    """Silent rounds alone remove nothing (a busy or slow worker is silent too); silent rounds and a
+    database heartbeat older than DEAD_AFTER_SECONDS (the workers share the test database) do."""
     settings.CELERY_BROKER_TIMEOUT = 1.0
     monkeypatch.setattr(mailbox, "SILENT_RECHECK_SECONDS", 0)  # ask the silent worker every round, not once a minute
-    alive, doomed = redis_only.start_worker("alive"), redis_only.start_worker("doomed")
+    monkeypatch.setattr(mailbox, "DEAD_AFTER_SECONDS", 6.0)
+    alive = redis_only.start_worker("alive", DD_DATABASE_URL=shared_database)
+    doomed = redis_only.start_worker("doomed", DD_DATABASE_URL=shared_database)
     assert read_status().worker_names == sorted([alive, doomed])
     victim = redis_only.workers[1]
     os.killpg(victim.pid, signal.SIGKILL)
+    killed_at = time.monotonic()
     victim.wait()
     bindings = redis.Redis.from_url(redis_only.url)
     binding_key = "_kombu.binding.celery.pidbox"
@@ -174,6 +181,10 @@ def test_a_killed_workers_stale_binding_is_removed_once_it_is_known_dead(redis_o
         assert read_status().worker_names == [alive]
         slow.append(time.monotonic() - started)
     assert min(slow) >= 0.9, slow  # each waited for the silent worker: the whole 1 s bound
+    assert time.monotonic() - killed_at < mailbox.DEAD_AFTER_SECONDS
+    assert bindings.smembers(binding_key) == members_before  # silent, but its heartbeat is not that old yet
+    time.sleep(max(0.0, killed_at + mailbox.DEAD_AFTER_SECONDS + 0.5 - time.monotonic()))
+    assert read_status().worker_names == [alive]  # silent once more, and its heartbeat is now too old
 
     members_after = bindings.smembers(binding_key)
     assert members_after == {member for member in members_before if doomed.encode() not in member}
