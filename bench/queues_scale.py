@@ -23,12 +23,19 @@ change (design.md: queues table 1.9 s p50, 4.3 s p95).
 Helpers come from bench/status_latency.py and bench/queues_table.py; everything runs on
 127.0.0.1 in temporary directories, and every process the script starts is stopped when it ends.
 
+With --gc-freeze the bench process calls gc.collect() and gc.freeze() once everything is set up,
+as a server's post-fork hook would: at 10,000 queues a read allocates tens of thousands of objects
+that live until it ends, which sets off full collections of the whole heap now and then (the
+slow calls of a bimodal series), so the figure with and without shows what they cost.
+
 Usage: python bench/queues_scale.py [--queues 10000] [--messages 200000] [--runs 30] [--results 200000]
+       [--gc-freeze]
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import re
 import signal
 import sys
@@ -204,7 +211,7 @@ def old_depths(queues: list[str], total: int) -> Callable[[], tuple[bool, str]]:
     return call
 
 
-def run(queue_count: int, total: int, runs: int, results: int) -> bool:
+def run(queue_count: int, total: int, runs: int, results: int, freeze: bool = False) -> bool:
     started = Started()
     try:
         workdir = Path(tempfile.mkdtemp(prefix="dojo-bench-queues-scale-"))
@@ -230,6 +237,10 @@ def run(queue_count: int, total: int, runs: int, results: int) -> bool:
         print(f"pushed {total:,} messages into {queue_count:,} queues (4 priority lists each) in {seconds:.1f} s")
         seconds = store_results(queues, results)
         print(f"stored {results:,} results (spread over the last 23 h) in {seconds:.1f} s")
+        if freeze:
+            gc.collect()
+            gc.freeze()
+            print(f"gc.freeze(): {gc.get_freeze_count():,} objects kept out of the collections")
 
         measures = [
             time_calls("queue_table() (status cached)", table_check(queues, total), runs),
@@ -273,6 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--messages", type=int, default=200_000, help="ready messages (default 200,000)")
     parser.add_argument("--runs", type=int, default=30, help="measured runs per measure (default 30)")
     parser.add_argument("--results", type=int, default=200_000, help="stored results (default 200,000)")
+    parser.add_argument("--gc-freeze", action="store_true", help="gc.freeze() after the set-up (see above)")
     args = parser.parse_args(argv)
     if args.queues < 401 or min(args.messages, args.runs, args.results) < 1:
         parser.error("at least 401 queues (two full dashboard pages and more), every other count at least 1")
@@ -282,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGHUP, on_term)
-    return 0 if run(args.queues, args.messages, args.runs, args.results) else 1
+    return 0 if run(args.queues, args.messages, args.runs, args.results, args.gc_freeze) else 1
 
 
 if __name__ == "__main__":
