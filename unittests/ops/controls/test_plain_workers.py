@@ -11,8 +11,6 @@ start and the revoked id in its revoked set, are measured and printed (run with 
 
 import re
 import socket
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -29,9 +27,10 @@ from dojo.ops.brokers.registry import Broker
 from dojo.ops.controls.pauses import pause_queue, resume_queue
 from dojo.ops.controls.revocations import revoke_task, terminate_task
 from dojo.ops.fleet.event_state import EventState
-from dojo.ops.fleet.processes import monitor_state
+from dojo.ops.fleet.processes import list_processes
 from dojo.ops.observe.monitor import BackendMonitor
-from unittests.conftest import ROOT, LiveBroker, stop_process, wait_for
+from unittests.conftest import LiveBroker, wait_for
+from unittests.ops.observe.test_monitor import Monitor
 
 
 @pytest.fixture(params=["redis_only", "rabbitmq_broker"])
@@ -118,33 +117,6 @@ def test_pause_and_resume_reach_a_plain_worker(fleet_broker):
     assert_no_pidbox_error(fleet_broker, "plain")
 
 
-class Monitor:
-    """A `python manage.py celery_monitor` process on the test's broker and database."""
-
-    def __init__(self, broker: LiveBroker, database: str) -> None:
-        self.log = broker.tmp / "monitor.log"
-        with open(self.log, "w") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "manage.py", "celery_monitor"],
-                cwd=ROOT,
-                env=broker.env(DD_DATABASE_URL=database),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-
-        def connected() -> bool:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"the monitor exited: {self.log.read_text()[-2000:]}")
-            state = monitor_state("default")
-            return state.state == "live" and state.broker_connected
-
-        wait_for(connected, 30, "the monitor's heartbeat")
-
-    def stop(self) -> None:
-        stop_process(self.proc)
-
-
 @pytest.fixture
 def monitor(fleet_broker: LiveBroker, shared_database: str):
     started = Monitor(fleet_broker, shared_database)
@@ -195,6 +167,9 @@ def test_a_plain_worker_started_late_gets_the_pause_and_the_revokes(fleet_broker
     assert {"cancelled", "revoked"} <= seen.keys(), seen
     wait_for(lambda: worker in QueuePause.objects.get(queue="celery").stopped_workers, 5, "the late worker recorded")
     assert consumed(fleet_broker, worker) == set()
+    # The processes table knows it from the monitor's events alone, on both brokers.
+    wait_for(lambda: any(row.name == worker and row.is_live for row in list_processes("default")), 5, "listed")
+    assert next(row for row in list_processes("default") if row.name == worker).source == "events"
     taken = BACKLOG - depth("celery")
     wait_for(lambda: sum(result.ready() for result in backlog) == taken, 10, "the tasks it took done")
     revoked_state = backlog[0].state
