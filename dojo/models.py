@@ -261,3 +261,114 @@ class MonitorHeartbeat(models.Model):
 
     def __str__(self) -> str:
         return f"Event monitor of {self.backend}"
+
+
+class TaskRollup(models.Model):
+    """Task events of one (period, task name, queue, backend) counted by the event monitor
+    (`manage.py celery_monitor`): counts by outcome and histograms of runtime and wait, with the
+    bounds of dojo.ops.histograms (lists of dojo.ops.histograms.SIZE counts).
+
+    Three tiers, written together from the same events in one transaction per flush: minute rows
+    (kept DD_ANALYTICS_MINUTE_HOURS), hour rows (kept DD_ANALYTICS_HOUR_DAYS) and one row per key
+    with period 0 holding the totals since the first event (never pruned: the Prometheus counters
+    and histograms, which must only grow). `worker` is blank except in the totals tier with
+    DD_ANALYTICS_METRICS_BY_WORKER.
+    """
+
+    class Period(models.IntegerChoices):
+        TOTAL = 0, "since the start"
+        MINUTE = 60, "minute"
+        HOUR = 3600, "hour"
+
+    period = models.PositiveIntegerField(choices=Period.choices)
+    bucket_start = models.DateTimeField()  # the period's first second (the epoch for TOTAL)
+    backend = models.CharField(max_length=100)
+    task_name = models.CharField(max_length=255)
+    queue = models.CharField(max_length=255, blank=True)
+    worker = models.CharField(max_length=255, blank=True)
+    received = models.PositiveBigIntegerField(default=0)
+    started = models.PositiveBigIntegerField(default=0)
+    succeeded = models.PositiveBigIntegerField(default=0)
+    failed = models.PositiveBigIntegerField(default=0)
+    retried = models.PositiveBigIntegerField(default=0)
+    revoked = models.PositiveBigIntegerField(default=0)
+    rejected = models.PositiveBigIntegerField(default=0)
+    recovered = models.PositiveBigIntegerField(default=0)  # succeeded after one or more retries
+    critical = models.PositiveBigIntegerField(default=0)  # failed after its last retry
+    lost = models.PositiveBigIntegerField(default=0)  # started on a worker that went away, never ended
+    runtime_sum = models.FloatField(default=0.0)  # seconds
+    runtime_max = models.FloatField(default=0.0)
+    runtime_buckets = models.JSONField(default=list)
+    wait_sum = models.FloatField(default=0.0)  # received -> started, seconds
+    wait_buckets = models.JSONField(default=list)
+    publish_wait_sum = models.FloatField(default=0.0)  # published -> started, where the publish time is known
+    publish_wait_buckets = models.JSONField(default=list)
+
+    class Meta:
+        ordering = ["period", "bucket_start", "task_name"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["period", "bucket_start", "backend", "task_name", "queue", "worker"],
+                name="unique_task_rollup",
+            )
+        ]
+        indexes = [models.Index(fields=["period", "backend", "bucket_start"], name="task_rollup_window")]
+
+    def __str__(self) -> str:
+        return f"{self.task_name} on {self.backend} ({self.get_period_display()} {self.bucket_start:%Y-%m-%d %H:%M})"
+
+
+class FailureRollup(models.Model):
+    """Failures of one task name with one exception type in one period (minute, hour or period
+    0 for the totals), from task-failed events: the failures grouped page reads these. The
+    latest failure's exception text and traceback are kept redacted and cut to 10,000 characters;
+    they are task data (shown only to users who may see task results)."""
+
+    period = models.PositiveIntegerField(choices=TaskRollup.Period.choices)
+    bucket_start = models.DateTimeField()
+    backend = models.CharField(max_length=100)
+    task_name = models.CharField(max_length=255)
+    exception_type = models.CharField(max_length=255)  # "ValueError", "smtplib.SMTPServerDisconnected"
+    count = models.PositiveBigIntegerField(default=0)
+    first_seen = models.DateTimeField()
+    last_seen = models.DateTimeField()
+    latest_task_id = models.CharField(max_length=255, blank=True)
+    latest_exception = models.TextField(blank=True)
+    latest_traceback = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["period", "bucket_start", "task_name", "exception_type"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["period", "bucket_start", "backend", "task_name", "exception_type"],
+                name="unique_failure_rollup",
+            )
+        ]
+        indexes = [models.Index(fields=["period", "backend", "bucket_start"], name="failure_rollup_window")]
+
+    def __str__(self) -> str:
+        return f"{self.task_name}: {self.exception_type} x{self.count}"
+
+
+class LostTask(models.Model):
+    """A task that started on a worker which then went away (worker-offline, or its heartbeat
+    expired) with no terminal event within the grace period: found by the event monitor."""
+
+    backend = models.CharField(max_length=100)
+    task_id = models.CharField(max_length=255)
+    task_name = models.CharField(max_length=255)
+    queue = models.CharField(max_length=255, blank=True)
+    worker = models.CharField(max_length=255)
+    started_at = models.DateTimeField()
+    worker_gone_at = models.DateTimeField()
+    detected_at = models.DateTimeField(db_index=True)
+    # Set when an operator retried it from the panel or the API (the new task's id).
+    retried_at = models.DateTimeField(null=True, blank=True)
+    retried_task_id = models.CharField(max_length=255, blank=True)
+
+    class Meta:
+        ordering = ["-detected_at"]
+        constraints = [models.UniqueConstraint(fields=["backend", "task_id"], name="unique_lost_task")]
+
+    def __str__(self) -> str:
+        return f"{self.task_name} {self.task_id} lost on {self.worker}"

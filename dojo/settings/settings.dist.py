@@ -102,6 +102,24 @@ env = environ.Env(
     DD_CELERY_MONITOR_MAX_WORKERS=(int, 2000),
     # The event monitor re-sends enable_events to every worker this often, seconds; 0 = never (never when read only).
     DD_CELERY_MONITOR_ENABLE_EVENTS_SECONDS=(float, 5.0),
+    # Task analytics (rollups of task events written by the event monitor): minute rows kept, hours.
+    DD_ANALYTICS_MINUTE_HOURS=(int, 48),
+    # Task analytics: hour rows kept, days.
+    DD_ANALYTICS_HOUR_DAYS=(int, 90),
+    # Task analytics: how often the monitor writes its rollups (one transaction each), seconds.
+    DD_ANALYTICS_FLUSH_SECONDS=(float, 5.0),
+    # Task analytics: tasks tracked in memory between their received and terminal events (oldest dropped first).
+    DD_ANALYTICS_MAX_TRACKED_TASKS=(int, 100000),
+    # Lost tasks: seconds after its worker went away that a started task with no terminal event is lost.
+    DD_ANALYTICS_LOST_GRACE_SECONDS=(float, 30.0),
+    # "Running far longer than usual": an active task past this many times its own 24 h p95 runtime.
+    DD_ANALYTICS_SLOW_FACTOR=(float, 3.0),
+    # "Failure rate up": a task name failing more than this % over 15 minutes, and more than its own 24 h rate.
+    DD_ANALYTICS_FAILURE_RATE_PERCENT=(float, 10.0),
+    # "Periodic task late": seconds past an entry's interval before its next send is late.
+    DD_ANALYTICS_PERIODIC_GRACE_SECONDS=(float, 60.0),
+    # /metrics: label the task series by worker hostname too (hostnames churn: high cardinality).
+    DD_ANALYTICS_METRICS_BY_WORKER=(bool, False),
 )
 
 # --- Django core ---------------------------------------------------------
@@ -299,6 +317,16 @@ CELERY_WORKER_OFFLINE_HOURS = env("DD_CELERY_WORKER_OFFLINE_HOURS")
 CELERY_MONITOR_MAX_TASKS = env("DD_CELERY_MONITOR_MAX_TASKS")
 CELERY_MONITOR_MAX_WORKERS = env("DD_CELERY_MONITOR_MAX_WORKERS")
 CELERY_MONITOR_ENABLE_EVENTS_SECONDS = env("DD_CELERY_MONITOR_ENABLE_EVENTS_SECONDS")
+# Not Celery settings: task analytics and detection (dojo.ops.observe.rollups, dojo.ops.read_models.analytics).
+ANALYTICS_MINUTE_HOURS = env("DD_ANALYTICS_MINUTE_HOURS")
+ANALYTICS_HOUR_DAYS = env("DD_ANALYTICS_HOUR_DAYS")
+ANALYTICS_FLUSH_SECONDS = env("DD_ANALYTICS_FLUSH_SECONDS")
+ANALYTICS_MAX_TRACKED_TASKS = env("DD_ANALYTICS_MAX_TRACKED_TASKS")
+ANALYTICS_LOST_GRACE_SECONDS = env("DD_ANALYTICS_LOST_GRACE_SECONDS")
+ANALYTICS_SLOW_FACTOR = env("DD_ANALYTICS_SLOW_FACTOR")
+ANALYTICS_FAILURE_RATE_PERCENT = env("DD_ANALYTICS_FAILURE_RATE_PERCENT")
+ANALYTICS_PERIODIC_GRACE_SECONDS = env("DD_ANALYTICS_PERIODIC_GRACE_SECONDS")
+ANALYTICS_METRICS_BY_WORKER = env("DD_ANALYTICS_METRICS_BY_WORKER")
 # Beat: django-celery-beat's DatabaseScheduler adds CELERY_BEAT_SCHEDULE to the entries edited in the admin.
 CELERY_BEAT_SCHEDULER = env("DD_CELERY_BEAT_SCHEDULER")
 # Write an entry's last run right after each send (one small UPDATE), not every 3 minutes, so
