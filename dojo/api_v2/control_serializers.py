@@ -1,14 +1,18 @@
 """Request and response bodies of the Celery controls (dojo/api_v2/controls.py)."""
 
+import math
+
 from rest_framework import serializers
 
 from dojo.api_v2.backends import BackendField
 from dojo.api_v2.fields import NameField
 from dojo.ops.brokers.queues import configured_queues
+from dojo.ops.controls.apply import MAX_PRIORITY, BadArguments, check_arguments
 from dojo.ops.controls.pauses import QUEUE_NAME_MAX_LENGTH
 from dojo.ops.controls.revocations import TERMINATE_SIGNALS
 
 TASK_ID_MAX_LENGTH = 255
+MAX_COUNTDOWN_SECONDS = 365 * 86400
 
 
 class QueuePauseRequestSerializer(serializers.Serializer):
@@ -79,3 +83,42 @@ class TaskRevokeSerializer(serializers.Serializer):
     terminate = serializers.BooleanField()
     signal = serializers.CharField(allow_null=True)
     workers = serializers.ListField(child=serializers.CharField(), help_text="The workers that acknowledged.")
+
+
+class TaskApplyRequestSerializer(serializers.Serializer):
+    task_name = NameField(max_length=255, help_text="A task name a live worker of the backend has registered.")
+    args = serializers.ListField(child=serializers.JSONField(), default=list, help_text="Positional arguments (JSON).")
+    kwargs = serializers.DictField(child=serializers.JSONField(), default=dict, help_text="Keyword arguments (JSON).")
+    queue = NameField(
+        max_length=QUEUE_NAME_MAX_LENGTH,
+        required=False,
+        help_text="A configured queue or one a live worker consumes; the default queue when absent.",
+    )
+    countdown = serializers.FloatField(
+        min_value=0, max_value=MAX_COUNTDOWN_SECONDS, required=False, help_text="Run no sooner than this many seconds."
+    )
+    eta = serializers.DateTimeField(required=False, help_text="Run no sooner than this time (not with countdown).")
+    priority = serializers.IntegerField(min_value=0, max_value=MAX_PRIORITY, required=False)
+    backend = BackendField()
+
+    def validate_countdown(self, value: float) -> float:
+        if not math.isfinite(value):
+            raise serializers.ValidationError("A finite number of seconds.")
+        return value
+
+    def validate(self, attrs: dict) -> dict:
+        if attrs.get("countdown") is not None and attrs.get("eta") is not None:
+            raise serializers.ValidationError({"eta": ["Give a countdown or an ETA, not both."]})
+        try:
+            check_arguments(attrs["args"], attrs["kwargs"])
+        except BadArguments as exc:
+            raise serializers.ValidationError({"args": [str(exc)]}) from exc
+        return attrs
+
+
+class TaskApplySerializer(serializers.Serializer):
+    backend = serializers.CharField()
+    task_id = serializers.CharField(help_text="The id of the new task.")
+    task_name = serializers.CharField()
+    queue = serializers.CharField()
+    eta = serializers.DateTimeField(allow_null=True, help_text="When it runs at the earliest; null: now.")

@@ -22,6 +22,8 @@ from rest_framework.views import APIView
 from dojo.api_v2.control_serializers import (
     QueuePauseRequestSerializer,
     QueuePauseSerializer,
+    TaskApplyRequestSerializer,
+    TaskApplySerializer,
     TaskIdRequestSerializer,
     TaskPurgeRequestSerializer,
     TaskPurgeSerializer,
@@ -38,6 +40,8 @@ from dojo.ops.brokers.connection import BrokerUnavailable
 from dojo.ops.brokers.queues import UnknownQueue, default_queue
 from dojo.ops.brokers.registry import Broker, get_broker
 from dojo.ops.brokers.transport import PurgeByNameUnsupported
+from dojo.ops.controls.apply import ApplyResult, BadArguments, NotRegistered, apply_task
+from dojo.ops.controls.apply import UnknownQueue as ApplyUnknownQueue
 from dojo.ops.controls.audit import Result, record_action
 from dojo.ops.controls.pauses import InvalidQueueName, PauseResult, pause_queue, resume_queue
 from dojo.ops.controls.purge import PurgeInterrupted, PurgeResult, TaskPurgeResult, purge_queue, purge_task_name
@@ -299,3 +303,28 @@ class CeleryTaskTerminateView(CeleryControlView):
 
     def detail(self, result: RevokeResult) -> str:
         return f"{result.signal} on {', '.join(result.workers) or 'no worker answered'}"
+
+
+class CeleryTaskApplyView(CeleryControlView):
+    celery_permission = "apply_task"
+    audit_action = "apply_task"
+    request_serializer = TaskApplyRequestSerializer
+    response_serializer = TaskApplySerializer
+    target_fields = ("task_name", "queue")  # never the arguments: task data
+    refusals = {NotRegistered: (400, "task_name"), ApplyUnknownQueue: (400, "queue"), BadArguments: (400, "args")}
+    summary = "Enqueue a registered task: JSON args and kwargs, a queue, a countdown or ETA, a priority"
+
+    def perform(self, request: Request, data: dict, backend: Broker) -> ApplyResult:
+        return apply_task(
+            data["task_name"],
+            data["args"],
+            data["kwargs"],
+            queue=data.get("queue"),
+            countdown=data.get("countdown"),
+            eta=data.get("eta"),
+            priority=data.get("priority"),
+            broker=backend,
+        )
+
+    def detail(self, result: ApplyResult) -> str:
+        return f"new task {result.task_id}"

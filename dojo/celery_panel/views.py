@@ -22,7 +22,7 @@ from dojo.ops.brokers.registry import DEFAULT_ALIAS
 from dojo.ops.fleet.seen_workers import seen_workers
 from dojo.ops.fleet.status_cache import get_status
 from dojo.ops.read_models.stored_results import ACTIVITY_WINDOW, recent_activity
-from dojo.permissions import TASK_DATA_HIDDEN, may_see_task_data
+from dojo.permissions import TASK_DATA_HIDDEN, may_control, may_see_task_data
 
 
 def _render(request: HttpRequest, template: str, title: str, kind: str | None, **context) -> HttpResponse:
@@ -64,6 +64,7 @@ def tasks(request: HttpRequest) -> HttpResponse:
         search=search,
         active_filter=filter_type,
         filters=tasks_backend.AVAILABLE_FILTERS,
+        may_apply=may_control(request.user, "apply_task"),
     )
 
 

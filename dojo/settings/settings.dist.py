@@ -102,6 +102,8 @@ env = environ.Env(
     DD_CELERY_MONITOR_MAX_WORKERS=(int, 2000),
     # The event monitor re-sends enable_events to every worker this often, seconds; 0 = never (never when read only).
     DD_CELERY_MONITOR_ENABLE_EVENTS_SECONDS=(float, 5.0),
+    # Enqueue a registered task (the panel's and the API's apply): the JSON args and kwargs at most this many bytes.
+    DD_CELERY_APPLY_MAX_BYTES=(int, 65536),
     # Task analytics (rollups of task events written by the event monitor): minute rows kept, hours.
     DD_ANALYTICS_MINUTE_HOURS=(int, 48),
     # Task analytics: hour rows kept, days.
@@ -317,6 +319,7 @@ CELERY_WORKER_OFFLINE_HOURS = env("DD_CELERY_WORKER_OFFLINE_HOURS")
 CELERY_MONITOR_MAX_TASKS = env("DD_CELERY_MONITOR_MAX_TASKS")
 CELERY_MONITOR_MAX_WORKERS = env("DD_CELERY_MONITOR_MAX_WORKERS")
 CELERY_MONITOR_ENABLE_EVENTS_SECONDS = env("DD_CELERY_MONITOR_ENABLE_EVENTS_SECONDS")
+CELERY_APPLY_MAX_BYTES = env("DD_CELERY_APPLY_MAX_BYTES")
 # Not Celery settings: task analytics and detection (dojo.ops.observe.rollups, dojo.ops.read_models.analytics).
 ANALYTICS_MINUTE_HOURS = env("DD_ANALYTICS_MINUTE_HOURS")
 ANALYTICS_HOUR_DAYS = env("DD_ANALYTICS_HOUR_DAYS")
