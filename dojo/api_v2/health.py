@@ -15,7 +15,7 @@ from rest_framework.views import APIView
 
 from dojo.api_v2.backends import BACKEND_PARAMETER, requested_backend
 from dojo.api_v2.serializers import LivenessSerializer, ReadinessSerializer
-from dojo.ops.fleet.status_cache import get_status
+from dojo.ops.fleet.status_cache import get_summary
 from dojo.ops.observe.readiness import readiness
 
 
@@ -43,5 +43,5 @@ class HealthReadyView(APIView):
     )
     def get(self, request: Request) -> Response:
         backend = requested_backend(request)
-        result = readiness(get_status(broker=backend) if settings.CELERY_ENABLED else None)
+        result = readiness(get_summary(broker=backend) if settings.CELERY_ENABLED else None)
         return Response(dataclasses.asdict(result), status=200 if result.ready else 503)

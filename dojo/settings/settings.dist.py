@@ -78,6 +78,8 @@ env = environ.Env(
     DD_CELERY_BROKER_TIMEOUT=(float, 2.0),
     # Seconds the status document is cached; 0 reads the broker on every request.
     DD_CELERY_STATUS_CACHE_SECONDS=(int, 5),
+    # The most tasks of each list (active, reserved, scheduled) the status document keeps per worker; counts stay exact.
+    DD_CELERY_STATUS_MAX_TASKS_PER_WORKER=(int, 100),
     # Fewer live workers than this: not ready (health probe 503, CLI exit 1) and an alert.
     DD_CELERY_MIN_WORKERS=(int, 1),
     # A queue holding more ready messages than this raises an alert; 0 = never.
@@ -309,6 +311,7 @@ CELERY_SLOT_WAIT_MAX_SECONDS = env("DD_CELERY_SLOT_WAIT_MAX_SECONDS")
 CELERY_BROKER_TIMEOUT = env("DD_CELERY_BROKER_TIMEOUT")
 # Not Celery settings: the status document, its alerts and history, and the metrics endpoint.
 CELERY_STATUS_CACHE_SECONDS = env("DD_CELERY_STATUS_CACHE_SECONDS")
+CELERY_STATUS_MAX_TASKS_PER_WORKER = env("DD_CELERY_STATUS_MAX_TASKS_PER_WORKER")
 CELERY_MIN_WORKERS = env("DD_CELERY_MIN_WORKERS")
 CELERY_QUEUE_ALERT_LENGTH = env("DD_CELERY_QUEUE_ALERT_LENGTH")
 CELERY_HISTORY_DAYS = env("DD_CELERY_HISTORY_DAYS")

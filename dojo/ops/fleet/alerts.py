@@ -9,6 +9,7 @@ from django.utils import timezone
 
 from dojo.models import CeleryStatusSnapshot
 from dojo.ops.fleet.status import Alert, CeleryStatus
+from dojo.ops.fleet.worker_reply import task_count
 
 GROWTH_WINDOW = timedelta(minutes=10)
 # At least this many points, spread over most of the window, before calling growth steady.
@@ -47,7 +48,7 @@ def compute_alerts(status: CeleryStatus, history: Sequence[CeleryStatusSnapshot]
             )
     for name, stats in status.worker_stats.items():
         concurrency = (stats.get("pool") or {}).get("max-concurrency")
-        active = len(status.worker_replies[name].get("active", []))
+        active = task_count(status.worker_replies[name], "active") or 0  # exact, the list may be capped
         if concurrency and active >= concurrency:
             alerts.append(
                 Alert("worker_saturated", "warning", f"Worker {name} runs {active} of {concurrency} tasks at once.")

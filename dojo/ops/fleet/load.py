@@ -1,7 +1,6 @@
 """What the answering workers hold for each queue, from their status replies: one aggregation for
 the status document's consumer counts, the queues table and the panel's queues page."""
 
-from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -33,16 +32,45 @@ class WorkerLoad:
         return None if self.tasks_unknown else self.scheduled
 
 
-def worker_loads(replies: dict[str, dict]) -> defaultdict[str, WorkerLoad]:
+class QueueLoads(dict[str, WorkerLoad]):
+    """Loads by queue; a queue nobody holds or consumes reads as an idle load (like a defaultdict,
+    but picklable, so the status document can carry the loads it counted before its task lists
+    were capped)."""
+
+    def __init__(self, queues_unknown: bool = False, tasks_unknown: bool = False) -> None:
+        super().__init__()
+        self.queues_unknown, self.tasks_unknown = queues_unknown, tasks_unknown
+
+    def default_factory(self) -> WorkerLoad:
+        return WorkerLoad(queues_unknown=self.queues_unknown, tasks_unknown=self.tasks_unknown)
+
+    def __missing__(self, name: str) -> WorkerLoad:
+        load = self[name] = self.default_factory()
+        return load
+
+    def __reduce__(self) -> tuple:
+        return (type(self), (self.queues_unknown, self.tasks_unknown), None, None, iter(self.items()))
+
+    def counts_only(self) -> "QueueLoads":
+        """The same loads with the consumers' names only (no bindings): the status summary's copy."""
+        slim = QueueLoads(self.queues_unknown, self.tasks_unknown)
+        nothing: dict = {}  # one shared empty binding: the summary keeps who consumes, not how
+        for name, load in self.items():
+            bare = dict.fromkeys(load.consumed_by, nothing)
+            slim[name] = WorkerLoad(
+                load.claimed, load.scheduled, load.oldest_eta, bare, load.queues_unknown, load.tasks_unknown
+            )
+        return slim
+
+
+def worker_loads(replies: dict[str, dict]) -> QueueLoads:
     """Per queue: the tasks the workers hold, by the routing key they were delivered with (each
     queue's own name here), and the workers that consume it. A queue nobody holds or consumes
     reads as an empty load. A worker that did not give its queues or task lists in time makes
     those counts unknown (None) for every queue: it may consume or hold any of them."""
     queues_unknown = any(_unanswered(reply, "active_queues") for reply in replies.values())
     tasks_unknown = any(_unanswered(reply, *TASK_LISTS) for reply in replies.values())
-    loads: defaultdict[str, WorkerLoad] = defaultdict(
-        lambda: WorkerLoad(queues_unknown=queues_unknown, tasks_unknown=tasks_unknown)
-    )
+    loads = QueueLoads(queues_unknown=queues_unknown, tasks_unknown=tasks_unknown)
     for worker, reply in replies.items():
         bindings = (reply.get("consumer") or {}).get("queues")
         if bindings is None:  # a reply without the "consumer" key: names only

@@ -40,6 +40,14 @@ FULL_ROUND_SECONDS = 30
 SILENT_ROUNDS_CACHE_KEY = "dojo.ops.silent_rounds"
 DEAD_AFTER_SILENT_ROUNDS = 3
 DEAD_AFTER_SECONDS = 60.0  # no heartbeat (database or events) for this long: the worker is gone
+# Plain workers (no dojo_status) answer the built-in commands one broadcast each. What they
+# register and consume changes rarely, so RARE_COMMANDS go only to a worker not answered before,
+# and to all of them once every FULL_ROUND_SECONDS; otherwise their last answers are reused.
+RARE_COMMANDS = ("registered", "active_queues")
+FREQUENT_COMMANDS = tuple(command for command in INSPECT_COMMANDS if command not in RARE_COMMANDS)
+RARE_ANSWERS_CACHE_KEY = "dojo.ops.rare_answers"
+RARE_ROUND_CACHE_KEY = "dojo.ops.rare_round"
+RARE_ANSWERS_MAX_WORKERS = 5000  # the remembered answers are bounded per fleet
 
 logger = logging.getLogger(__name__)
 
@@ -113,7 +121,11 @@ def query_workers(
     speakers: set[str] = cache.get(speakers_key, set())
     status_to = sorted(speakers & expected) if expected is not None else sorted(speakers)
     inspect_to = sorted(expected - speakers) if expected is not None else None  # None: everyone
-    answers = _round(conn, status_to, inspect_to, deadline)
+    rare_key, rare_round_key = f"{RARE_ANSWERS_CACHE_KEY}:{broker_key}", f"{RARE_ROUND_CACHE_KEY}:{broker_key}"
+    full_rare_round = inspect_to is None or cache.get(rare_round_key) is None
+    remembered: dict[str, dict] = {} if full_rare_round or not inspect_to else cache.get(rare_key, {})
+    rare_to = inspect_to if full_rare_round else [name for name in inspect_to if name not in remembered]
+    answers, rare_answers = _round(conn, status_to, inspect_to, deadline, rare_to, remembered)
     workers = {name: answer for name, answer in answers.items() if not name.startswith(BEAT_PREFIX)}
     if expected is not None and bound is not None:
         newly_silent = expected - set(answers)
@@ -121,6 +133,10 @@ def query_workers(
             cache.set(silent_key, (cache.get(silent_key, set()) & bound) | newly_silent, SILENT_RECHECK_SECONDS)
         _forget_the_dead(conn, broker, broker_key, bound, expected, set(answers))
     learnt = {name for name, answer in workers.items() if answer.pop("speaks_status", False)}
+    if inspect_to is None or inspect_to:
+        _remember_rare(rare_key, remembered, rare_answers, set(workers) - learnt)
+        if full_rare_round:
+            cache.set(rare_round_key, True, FULL_ROUND_SECONDS)
     if workers:  # written every round, so it expires only KNOWN_SECONDS after a worker last answered
         cache.set(speakers_key, (speakers - set(workers)) | learnt, KNOWN_SECONDS)
     if bound is None:
@@ -176,17 +192,42 @@ def _forget_the_dead(
         cache.set(rounds_key, rounds, KNOWN_SECONDS)
 
 
-def _round(conn: Connection, status_to: list[str], inspect_to: list[str] | None, deadline: float) -> dict[str, dict]:
+def _remember_rare(key: str, remembered: dict[str, dict], answered: dict[str, dict], plain: set[str]) -> None:
+    """Keep the RARE_COMMANDS answers of the plain workers that answered this round: the new
+    ones, and the reused ones of those still answering (a worker gone drops out), bounded."""
+    kept = {name: answers for name, answers in remembered.items() if name in plain and name not in answered}
+    kept.update((name, answers) for name, answers in answered.items() if name in plain)
+    if len(kept) > RARE_ANSWERS_MAX_WORKERS:
+        kept = dict(sorted(kept.items())[:RARE_ANSWERS_MAX_WORKERS])
+    if kept != remembered:
+        cache.set(key, kept, KNOWN_SECONDS)
+
+
+def _round(
+    conn: Connection,
+    status_to: list[str],
+    inspect_to: list[str] | None,
+    deadline: float,
+    rare_to: list[str] | None = None,
+    remembered: dict[str, dict] | None = None,
+) -> tuple[dict[str, dict], dict[str, dict]]:
     """Publish dojo_status to `status_to` and the built-in commands to `inspect_to` (None: to every
-    worker), then drain the replies until every addressed worker answered every command it was
-    sent, or `deadline`. Each worker's answer is described (worker_reply.describe_worker), with
-    `speaks_status` saying whether its answer came from, or its stats announce, dojo_status."""
+    worker; RARE_COMMANDS only to `rare_to`, the others' answers taken from `remembered`), then
+    drain the replies until every addressed worker answered every command it was sent, or
+    `deadline`. Each worker's answer is described (worker_reply.describe_worker), with
+    `speaks_status` saying whether its answer came from, or its stats announce, dojo_status.
+    Also returns the RARE_COMMANDS answers received now, by worker (both commands, no error)."""
+    remembered = remembered or {}
+    if inspect_to is None:
+        rare_to = None
     box = mailbox(conn)
     timeout = max(0.0, deadline - time.monotonic())
     sent: dict[str, tuple[str, int | None]] = {}  # ticket -> (command, replies expected, None: unknown)
     plan = [(STATUS_COMMAND, status_to)] if status_to else []
     if inspect_to is None or inspect_to:
-        plan += [(command, inspect_to) for command in INSPECT_COMMANDS]
+        plan += [(command, inspect_to) for command in FREQUENT_COMMANDS]
+        if rare_to is None or rare_to:
+            plan += [(command, rare_to) for command in RARE_COMMANDS]
     channel = conn.default_channel
     reply_queue = box.reply_queue(channel)
     reply_queue.declare()  # once: kombu's _publish declares it again for every command
@@ -217,7 +258,15 @@ def _round(conn: Connection, status_to: list[str], inspect_to: list[str] | None,
         for body in bodies:
             for name, answer in body.items():
                 by_worker.setdefault(name, {})[command] = answer
-    return {name: _described(answers, conn) for name, answers in by_worker.items()}
+    fresh = {
+        name: {command: answers[command] for command in RARE_COMMANDS}
+        for name, answers in by_worker.items()
+        if all(command in answers and not _is_error(answers[command]) for command in RARE_COMMANDS)
+    }
+    for name, answers in by_worker.items():
+        if STATUS_COMMAND not in answers and name in remembered and name not in fresh:
+            answers.update({command: answer for command, answer in remembered[name].items() if command not in answers})
+    return {name: _described(answers, conn) for name, answers in by_worker.items()}, fresh
 
 
 def _described(answers: dict[str, object], conn: Connection) -> dict:

@@ -8,9 +8,9 @@ from django.conf import settings
 from dojo.ops.brokers.connection import BrokerUnavailable, broker_connection, broker_timeout
 from dojo.ops.brokers.queues import configured_queues, default_queue
 from dojo.ops.brokers.registry import DEFAULT_ALIAS, Broker, get_broker
-from dojo.ops.fleet.load import worker_loads
+from dojo.ops.fleet.load import QueueLoads, worker_loads
 from dojo.ops.fleet.mailbox import query_workers
-from dojo.ops.fleet.worker_reply import TASK_LISTS
+from dojo.ops.fleet.worker_reply import TASK_LISTS, cap_task_lists, task_count
 from dojo.ops.redaction import mask_url
 
 # The state of a task on each list: one vocabulary for the API's task search and the panel's live tasks.
@@ -33,7 +33,91 @@ class Alert:
 
 
 @dataclass(frozen=True)
-class CeleryStatus:
+class WorkerCounts:
+    """One answering worker in the status summary: its task counts (None: it did not say) and
+    its pool's max-concurrency (None: not given)."""
+
+    active: int | None
+    reserved: int | None
+    scheduled: int | None
+    concurrency: int | None
+
+
+class _Counts:
+    """What the document and its summary both answer from `worker_counts`."""
+
+    broker_status: bool
+    queue: str
+    queues: dict[str, QueueState]
+
+    @property
+    def worker_counts(self) -> dict[str, WorkerCounts]:
+        raise NotImplementedError
+
+    @property
+    def connected(self) -> bool:
+        return self.broker_status
+
+    @property
+    def queue_length(self) -> int | None:
+        state = self.queues.get(self.queue)
+        return state.ready if state else None
+
+    @property
+    def worker_names(self) -> list[str]:
+        return sorted(self.worker_counts)
+
+    @property
+    def workers(self) -> int:
+        return len(self.worker_counts)
+
+    @property
+    def worker_status(self) -> bool:
+        return self.workers > 0
+
+    def _total(self, kind: str) -> int | None:
+        """The tasks of that kind on the answering workers; None when one of them did not say."""
+        counts = [getattr(counted, kind) for counted in self.worker_counts.values()]
+        return None if None in counts else sum(counts)
+
+    @property
+    def active_tasks(self) -> int | None:
+        return self._total("active")
+
+    @property
+    def reserved_tasks(self) -> int | None:
+        return self._total("reserved")
+
+    @property
+    def scheduled_tasks(self) -> int | None:
+        return self._total("scheduled")
+
+
+@dataclass(frozen=True)
+class StatusSummary(_Counts):
+    """The counts of a status document, without its task lists: what readiness, /metrics and the
+    queues table need, kept in the cache beside the document (status_cache.get_summary) so they
+    do not unpickle every task of every worker. Its counts are the document's."""
+
+    broker_status: bool
+    queue: str
+    queues: dict[str, QueueState] = field(default_factory=dict)
+    counts: dict[str, WorkerCounts] = field(default_factory=dict)
+    loads: QueueLoads = field(default_factory=QueueLoads)  # per queue, consumers by name only
+    error: str | None = None
+    read_at: float = field(default_factory=time.time)
+    alerts: list[Alert] = field(default_factory=list)
+    enabled: bool = True
+    backend: str = DEFAULT_ALIAS
+    history_available: bool = True
+
+    @property
+    def worker_counts(self) -> dict[str, WorkerCounts]:
+        return self.counts
+
+
+@dataclass(frozen=True)
+class CeleryStatus(_Counts):
     """What the broker and the workers said in a read that began at `read_at` (epoch seconds)."""
 
     broker_status: bool
@@ -53,15 +137,8 @@ class CeleryStatus:
     history_available: bool = True
     seen_workers_recorded: bool = True
     database_error: str | None = None
-
-    @property
-    def connected(self) -> bool:
-        return self.broker_status
-
-    @property
-    def queue_length(self) -> int | None:
-        state = self.queues.get(self.queue)
-        return state.ready if state else None
+    # The loads per queue counted from the whole replies, before their task lists were capped.
+    loads: QueueLoads | None = None
 
     @property
     def worker_names(self) -> list[str]:
@@ -72,31 +149,51 @@ class CeleryStatus:
         return len(self.worker_replies)
 
     @property
-    def worker_status(self) -> bool:
-        return self.workers > 0
+    def worker_counts(self) -> dict[str, WorkerCounts]:
+        def concurrency(reply: dict) -> int | None:
+            return ((reply.get("stats") or {}).get("pool") or {}).get("max-concurrency")
+
+        return {
+            name: WorkerCounts(*(task_count(reply, kind) for kind in TASK_LISTS), concurrency(reply))
+            for name, reply in self.worker_replies.items()
+        }
 
     @property
     def queue_details(self) -> dict[str, dict[str, list[dict]]]:
+        """Each worker's task lists, each cut to DD_CELERY_STATUS_MAX_TASKS_PER_WORKER (see tasks_left_out)."""
         return {kind: {name: reply.get(kind, []) for name, reply in self.worker_replies.items()} for kind in TASK_LISTS}
 
-    def _count(self, kind: str) -> int | None:
-        """The tasks of that kind on the answering workers; None when one of them did not say."""
-        replies = self.worker_replies.values()
-        if any(kind in reply.get("unanswered", ()) or "error" in reply for reply in replies):
-            return None
-        return sum(len(reply.get(kind, [])) for reply in replies)
-
     @property
-    def active_tasks(self) -> int | None:
-        return self._count("active")
+    def tasks_left_out(self) -> dict[str, dict[str, int]]:
+        """By list kind, the workers whose list was capped and how many of its tasks were left out."""
+        return {
+            kind: {
+                name: reply["left_out"][kind]
+                for name, reply in self.worker_replies.items()
+                if kind in reply.get("left_out", {})
+            }
+            for kind in TASK_LISTS
+        }
 
-    @property
-    def reserved_tasks(self) -> int | None:
-        return self._count("reserved")
+    def queue_loads(self) -> QueueLoads:
+        """The loads per queue, counted before the task lists were capped (exact)."""
+        return self.loads if self.loads is not None else worker_loads(self.worker_replies)
 
-    @property
-    def scheduled_tasks(self) -> int | None:
-        return self._count("scheduled")
+    def summary(self) -> StatusSummary:
+        """The counts of this document without its task lists."""
+        return StatusSummary(
+            broker_status=self.broker_status,
+            queue=self.queue,
+            queues=self.queues,
+            counts=self.worker_counts,
+            loads=self.queue_loads().counts_only(),
+            error=self.error,
+            read_at=self.read_at,
+            alerts=self.alerts,
+            enabled=self.enabled,
+            backend=self.backend,
+            history_available=self.history_available,
+        )
 
     @property
     def registered_tasks(self) -> list[str]:
@@ -149,6 +246,8 @@ def read_status(broker: Broker | None = None) -> CeleryStatus:
     except BrokerUnavailable as exc:
         return CeleryStatus(broker_status=False, queue=queue, error=str(exc), read_at=read_at, backend=broker.alias)
     consuming = worker_loads(replies)
+    cap = settings.CELERY_STATUS_MAX_TASKS_PER_WORKER
+    replies = {name: cap_task_lists(reply, cap) for name, reply in replies.items()}
     queues = {
         name: QueueState(
             ready=depth.ready, consumers=depth.consumers if depth.consumers is not None else consuming[name].consumers
@@ -156,5 +255,11 @@ def read_status(broker: Broker | None = None) -> CeleryStatus:
         for name, depth in depths.items()
     }
     return CeleryStatus(
-        broker_status=True, queue=queue, queues=queues, worker_replies=replies, read_at=read_at, backend=broker.alias
+        broker_status=True,
+        queue=queue,
+        queues=queues,
+        worker_replies=replies,
+        read_at=read_at,
+        backend=broker.alias,
+        loads=consuming,
     )

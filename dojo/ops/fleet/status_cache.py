@@ -40,9 +40,10 @@ from redis.exceptions import RedisError
 
 from dojo.ops.brokers.connection import BrokerUnavailable, broker_timeout
 from dojo.ops.brokers.registry import DEFAULT_ALIAS, Broker, get_broker
-from dojo.ops.fleet.alerts import compute_alerts, recent_history
+from dojo.ops.fleet.alerts import DETECTIONS_UNAVAILABLE, compute_alerts, detection_alerts, recent_history
+from dojo.ops.fleet.detections import detect
 from dojo.ops.fleet.seen_workers import record_seen
-from dojo.ops.fleet.status import CeleryStatus, read_status
+from dojo.ops.fleet.status import Alert, CeleryStatus, StatusSummary, read_status
 from dojo.ops.redaction import mask_url, redact
 
 logger = logging.getLogger(__name__)
@@ -134,7 +135,7 @@ def _read_across_processes(key: str, not_before: float, broker: Broker, shared_c
         held = shared_cache.add(lock_key, token, math.ceil(lifetime))
     try:
         status = _read_with_alerts(broker)
-        shared_cache.set(key, status, settings.CELERY_STATUS_CACHE_SECONDS)
+        shared_cache.set_many({key: status, _summary_key(key): status.summary()}, settings.CELERY_STATUS_CACHE_SECONDS)
         shared_cache.set(last_key, status, math.ceil(lifetime))
         return status
     finally:
@@ -159,7 +160,17 @@ def _read_with_alerts(broker: Broker) -> CeleryStatus:
             seen_workers_recorded=broker.alias != DEFAULT_ALIAS,
             database_error=error,
         )
-    return dataclasses.replace(status, alerts=compute_alerts(status, history))
+    return dataclasses.replace(status, alerts=compute_alerts(status, history) + _detection_alerts(status, broker))
+
+
+def _detection_alerts(status: CeleryStatus, broker: Broker) -> list[Alert]:
+    """The alerts of dojo.ops.fleet.detections; one warning instead when their queries fail."""
+    try:
+        return detection_alerts(detect(broker.alias, status.worker_replies, status.read_at))
+    except DatabaseError as exc:
+        error = redact(f"{type(exc).__name__}: {exc}")
+        logger.warning("Status of backend %s without the detections: %s", broker.alias, error)
+        return [DETECTIONS_UNAVAILABLE]
 
 
 class _StatusCache:
@@ -191,6 +202,9 @@ class _StatusCache:
     def set(self, key: str, value: CeleryStatus, timeout: int) -> None:
         self._call(None, "set", key, value, timeout)
 
+    def set_many(self, values: dict[str, Any], timeout: int) -> None:
+        self._call(None, "set_many", values, timeout)
+
     def delete_if(self, key: str, token: str) -> None:
         """Delete `key` if it still holds `token` (see the module's docstring for why this is safe)."""
         if self.get(key) == token:
@@ -203,8 +217,24 @@ def cached_status(broker: Broker) -> CeleryStatus | None:
 
 
 def forget_status(broker: Broker | None = None) -> None:
-    """Drop the cached status (after an action that changed it, such as a purge)."""
-    _StatusCache()._call(None, "delete", _cache_key(broker or get_broker()))
+    """Drop the cached status and its summary (after an action that changed it, such as a purge)."""
+    key = _cache_key(broker or get_broker())
+    _StatusCache()._call(None, "delete_many", [key, _summary_key(key)])
+
+
+def get_summary(broker: Broker | None = None) -> StatusSummary:
+    """The counts of the cached status of `broker` (the main one if None): the small summary kept
+    beside the document when there is one, else those of get_status() (which reads and caches both)."""
+    broker = broker or get_broker()
+    if settings.CELERY_STATUS_CACHE_SECONDS > 0:
+        summary = _StatusCache().get(_summary_key(_cache_key(broker)))
+        if isinstance(summary, StatusSummary):
+            return summary
+    return get_status(broker=broker).summary()
+
+
+def _summary_key(key: str) -> str:
+    return f"{key}:summary"
 
 
 def _cache_key(broker: Broker) -> str:

@@ -103,3 +103,29 @@ def _binding(queue: Mapping[str, Any]) -> dict[str, Any]:
         "routing_key": queue.get("routing_key"),
         "durable": queue.get("durable"),
     }
+
+
+def cap_task_lists(reply: dict[str, Any], cap: int) -> dict[str, Any]:
+    """`reply` with each task list cut to its first `cap` entries, so the document stays bounded
+    however many tasks a worker holds: `counts` keeps each list's exact length and `left_out` how
+    many of it were cut (only the lists that were). A reply with an error has no lists to cut."""
+    if "error" in reply:
+        return reply
+    cap = max(cap, 0)
+    counts = {kind: task_count(reply, kind) or 0 for kind in TASK_LISTS}
+    cut = [kind for kind in TASK_LISTS if len(reply.get(kind, [])) > cap]
+    capped = {**reply, "counts": counts, "left_out": {kind: counts[kind] - cap for kind in cut}}
+    for kind in cut:
+        capped[kind] = reply[kind][:cap]
+    return capped
+
+
+def task_count(reply: dict[str, Any], kind: str) -> int | None:
+    """How many tasks of `kind` the worker holds (its exact count, even when the list was capped);
+    None when it did not say."""
+    if "error" in reply or kind in reply.get("unanswered", ()):
+        return None
+    counted = reply.get("counts")
+    if isinstance(counted, Mapping) and kind in counted:
+        return counted[kind]
+    return len(reply.get(kind, []))

@@ -25,8 +25,8 @@ from django.conf import settings
 from django.core.cache import cache
 
 from dojo.ops.brokers.registry import Broker
-from dojo.ops.fleet.status import CeleryStatus
-from dojo.ops.fleet.status_cache import get_status
+from dojo.ops.fleet.status import CeleryStatus, StatusSummary
+from dojo.ops.fleet.status_cache import get_summary
 from dojo.ops.read_models.stored_results import count_results, results_stored
 
 PREFIX = "dojo_celery_"
@@ -86,7 +86,7 @@ def _gauge(name: str, documentation: str, value: float | None = None, labels: li
 
 
 class CeleryCollector:
-    """Metric families from get_status() of one backend and, with django-celery-results, the stored results."""
+    """Metric families from get_summary() of one backend and, with django-celery-results, the stored results."""
 
     def __init__(self, broker: Broker | None = None) -> None:
         self.broker = broker
@@ -96,13 +96,16 @@ class CeleryCollector:
         yield _gauge("enabled", "1 when the Celery integration is on (DD_CELERY_ENABLED), else 0.", int(enabled))
         if not enabled:
             return
-        yield from status_metrics(get_status(broker=self.broker))
+        yield from status_metrics(get_summary(broker=self.broker))
         if results_stored():
             yield task_results_metric()
 
 
-def status_metrics(status: CeleryStatus) -> Iterator[Gauge]:
-    """The families read from one status document (workers that answered, queues, task totals)."""
+def status_metrics(status: CeleryStatus | StatusSummary) -> Iterator[Gauge]:
+    """The families read from one status document's summary (workers that answered, queues, task
+    totals): its counts only, never the task lists."""
+    if isinstance(status, CeleryStatus):
+        status = status.summary()
     yield _gauge("broker_connected", "1 when the broker answered within the time bound, else 0.", int(status.connected))
     yield _gauge("workers_up", "Workers that answered the status broadcast.", status.workers)
 
@@ -111,13 +114,11 @@ def status_metrics(status: CeleryStatus) -> Iterator[Gauge]:
     concurrency = _gauge(
         "worker_concurrency", "Tasks the worker's pool can run at once (max-concurrency).", labels=["worker"]
     )
-    running, stats = status.queue_details["active"], status.worker_stats
-    for worker in status.worker_names:
+    for worker, counts in sorted(status.worker_counts.items()):
         up.add_metric([worker], 1)
-        active.add_metric([worker], len(running.get(worker, [])))
-        max_concurrency = ((stats.get(worker) or {}).get("pool") or {}).get("max-concurrency")
-        if max_concurrency is not None:
-            concurrency.add_metric([worker], max_concurrency)
+        active.add_metric([worker], counts.active or 0)
+        if counts.concurrency is not None:
+            concurrency.add_metric([worker], counts.concurrency)
     yield from (up, active, concurrency)
 
     ready = _gauge(

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from django.conf import settings
 
-from dojo.ops.fleet.status import CeleryStatus
+from dojo.ops.fleet.status import CeleryStatus, StatusSummary
 
 NOT_ENABLED = "Celery is not enabled"
 
@@ -21,9 +21,10 @@ class Readiness:
     broker_status: bool = False
 
 
-def readiness(status: CeleryStatus | None, min_workers: int | None = None) -> Readiness:
+def readiness(status: CeleryStatus | StatusSummary | None, min_workers: int | None = None) -> Readiness:
     """Whether `status` is ready: the broker answered and at least `min_workers` workers
-    (default settings.CELERY_MIN_WORKERS) did. `status` is None when Celery is not enabled.
+    (default settings.CELERY_MIN_WORKERS) did. `status` is None when Celery is not enabled; the
+    probe passes the cached summary (status_cache.get_summary), which has the document's counts.
     """
     min_workers = settings.CELERY_MIN_WORKERS if min_workers is None else min_workers
     if status is None or not status.enabled:

@@ -38,10 +38,10 @@ from dojo.ops.brokers.connection import BrokerUnavailable, broker_connection
 from dojo.ops.brokers.queues import configured_queues, default_queue
 from dojo.ops.brokers.registry import Broker, get_broker
 from dojo.ops.brokers.transport import QueueDepth
-from dojo.ops.fleet.load import WorkerLoad, worker_loads
+from dojo.ops.fleet.load import WorkerLoad
 from dojo.ops.fleet.pauses import paused_queues
 from dojo.ops.fleet.status import CeleryStatus
-from dojo.ops.fleet.status_cache import get_status
+from dojo.ops.fleet.status_cache import get_status, get_summary
 from dojo.ops.limits.semaphores import blocked_by_queue
 from dojo.ops.read_models.budget import Budget, OutOfTime, broker_budget
 from dojo.ops.read_models.stored_results import count_results as count_results_by
@@ -113,7 +113,7 @@ def queue_table(
     periodic = _periodic_queues()
     known = [*configured_queues(), *sorted((paused | periodic) - set(configured_queues()))]
     if isinstance(status, CeleryStatus):
-        known += sorted(set(_consumed(worker_loads(status.worker_replies))) - set(known))
+        known += sorted(set(_consumed(status.queue_loads())) - set(known))
     if isinstance(status, CeleryStatus) and not status.broker_status:
         depth_read = None  # a status that has just found the broker down saves a second wait
     else:
@@ -122,7 +122,7 @@ def queue_table(
     results = result_counts()
     status, late = _status_within(budget, status, broker)
     down = None if late or status.broker_status else status.error or "The broker is unreachable."
-    loads = worker_loads(status.worker_replies)
+    loads = status.queue_loads()  # counted before the task lists were capped
     sources = _sources(loads, paused, periodic)
     depths, broker_error = _depths_within(budget, depth_read, down)
     read = set(known)
@@ -226,7 +226,7 @@ def known_queues(broker: Broker | None = None) -> set[str]:
     """Every queue name the table would list for `broker`: configured, consumed by a worker of
     the cached status, paused or named by a periodic entry."""
     broker = broker or get_broker()
-    loads = worker_loads(get_status(broker=broker).worker_replies)
+    loads = get_summary(broker=broker).loads
     return set(_sources(loads, paused_queues(broker.alias), _periodic_queues()))
 
 
