@@ -11,6 +11,7 @@ from dojo.api_v2.controls import (
     CeleryTaskRevokeView,
     CeleryTaskTerminateView,
 )
+from dojo.api_v2.detections import CeleryDetectionsView, CeleryLostTaskRetryView
 from dojo.api_v2.health import HealthLiveView, HealthReadyView
 from dojo.api_v2.periodic import PeriodicTaskEnabledView, PeriodicTaskRunView
 from dojo.api_v2.processes import CeleryProcessesView
@@ -40,6 +41,12 @@ urlpatterns = [
     path("celery/history/", CeleryHistoryView.as_view(), name="celery_history"),
     path("celery/periodic-tasks/run/", PeriodicTaskRunView.as_view(), name="celery_periodic_run"),
     path("celery/periodic-tasks/enabled/", PeriodicTaskEnabledView.as_view(), name="celery_periodic_enabled"),
+    path("celery/analytics/detections/", CeleryDetectionsView.as_view(), name="celery_detections"),
+    path(
+        "celery/analytics/detections/lost-tasks/retry/",
+        CeleryLostTaskRetryView.as_view(),
+        name="celery_lost_task_retry",
+    ),
     path("celery/health/live/", HealthLiveView.as_view(), name="celery_health_live"),
     path("celery/health/ready/", HealthReadyView.as_view(), name="celery_health_ready"),
     path("oa3/schema/", SpectacularAPIView.as_view(), name="schema_oa3"),

@@ -18,6 +18,7 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib import admin
+from django.db import DatabaseError
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import render
 from django.urls import reverse
@@ -27,6 +28,7 @@ from dojo.celery_panel.sorting import Column, SortedTable, sort_table
 from dojo.ops.brokers.connection import BrokerUnavailable
 from dojo.ops.brokers.queues import default_queue
 from dojo.ops.brokers.registry import Broker, UnknownBroker, configured_brokers, get_broker
+from dojo.ops.fleet.detections import Detections, detect
 from dojo.ops.fleet.processes import STALE_AFTER_SECONDS, ProcessRow, list_processes, monitor_state, pool_pids
 from dojo.ops.fleet.status import CeleryStatus
 from dojo.ops.fleet.status_cache import get_status
@@ -35,7 +37,7 @@ from dojo.ops.read_models.budget import Budget, OutOfTime, broker_budget, done
 from dojo.ops.read_models.queue_table import QueueTable, by_pressure, queue_table, with_latency
 from dojo.ops.read_models.recurring import recurring_tasks
 from dojo.ops.read_models.stored_results import recent_activity
-from dojo.ops.redaction import mask_url
+from dojo.ops.redaction import mask_url, redact
 from dojo.permissions import controls_enabled
 
 QUEUE_COLUMNS = [
@@ -305,6 +307,21 @@ def backend_facts(broker: Broker, table: QueueTable, status: CeleryStatus) -> li
     ]
 
 
+@dataclass(frozen=True)
+class DetectionsPart:
+    """The dashboard's detections section: what was found, or why it could not be read."""
+
+    found: Detections | None
+    error: str = ""
+
+
+def _detections(broker: Broker, status: CeleryStatus) -> DetectionsPart:
+    try:
+        return DetectionsPart(detect(broker.alias, status.worker_replies, status.read_at))
+    except DatabaseError as exc:
+        return DetectionsPart(None, redact(f"{type(exc).__name__}: {exc}"))
+
+
 def dashboard(request: HttpRequest) -> HttpResponse:
     try:
         broker = get_broker(request.GET.get("backend"))
@@ -340,6 +357,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         "shared_queues": _sorted(request, "shared", table.shared_rows, SHARED_QUEUE_COLUMNS),
         "processes": _sorted(request, "processes", processes, PROCESS_COLUMNS),
         "monitor": monitor_state(broker.alias),
+        "detections": _detections(broker, status),
         "recurring": _sorted(request, "recurring", recurring_tasks(), RECURRING_COLUMNS),
         "semaphores": semaphores,
         "controls": user_controls(request),

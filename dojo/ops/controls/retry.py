@@ -63,16 +63,17 @@ class StoredCall:
     options: dict  # publish options: STORED_OPTIONS
 
 
-def stored_call(task_id: str) -> StoredCall:
-    """The name, arguments, queue and publish options stored with the result of `task_id`.
+def stored_call(task_id: str, retryable: tuple[str, ...] = RETRYABLE_STATES) -> StoredCall:
+    """The name, arguments, queue and publish options stored with the result of `task_id`, when
+    its state is one of `retryable` (a lost task's result says STARTED).
 
     Raises UnknownTask or NotRetryable.
     """
     result = TaskResult.objects.filter(task_id=task_id).first()
     if result is None:
         raise UnknownTask(f"No stored result has the task id {task_id}.")
-    if result.status not in RETRYABLE_STATES:
-        raise NotRetryable(f"Only {' or '.join(RETRYABLE_STATES)} tasks can be retried; {task_id} is {result.status}.")
+    if result.status not in retryable:
+        raise NotRetryable(f"Only {' or '.join(retryable)} tasks can be retried; {task_id} is {result.status}.")
     if not result.task_name:
         raise NotRetryable(f"Task {task_id} was stored without its name (result_extended was off).")
     args = _stored_arguments(result.task_args, "args", (list, tuple))
@@ -88,13 +89,16 @@ def stored_call(task_id: str) -> StoredCall:
     return StoredCall(result.task_name, list(args), dict(kwargs), meta.get("queue") or default_queue(), options)
 
 
-def retry_task(task_id: str, broker: Broker | None = None) -> RetryResult:
-    """Publish the stored call of `task_id` again to `broker`; the new task's id.
+def retry_task(
+    task_id: str, broker: Broker | None = None, retryable: tuple[str, ...] = RETRYABLE_STATES
+) -> RetryResult:
+    """Publish the stored call of `task_id` (in one of the `retryable` states) again to `broker`;
+    the new task's id.
 
     Raises UnknownTask, NotRetryable, or BrokerUnavailable (nothing was published).
     """
     broker = broker or get_broker()
-    call = stored_call(task_id)
+    call = stored_call(task_id, retryable)
     with broker_connection(broker=broker) as conn:
         try:
             sent = app.send_task(
