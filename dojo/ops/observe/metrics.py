@@ -15,19 +15,30 @@ RESULTS_CACHE_SECONDS in Django's cache, about one scrape interval: scrapers of 
 processes and replicas share one count.
 """
 
+import logging
 import math
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Any
 
 from django.conf import settings
 from django.core.cache import cache
+from django.db import DatabaseError
+from django.db.models.functions import Now
 
-from dojo.ops.brokers.registry import Broker
+from dojo.models import MonitorHeartbeat, TaskRollup
+from dojo.ops import histograms
+from dojo.ops.brokers.registry import Broker, get_broker
+from dojo.ops.fleet.detections import Detections, detect
+from dojo.ops.fleet.processes import MONITOR_STALE_AFTER_SECONDS
 from dojo.ops.fleet.status import CeleryStatus, StatusSummary
-from dojo.ops.fleet.status_cache import get_summary
+from dojo.ops.fleet.status_cache import cached_status, get_summary
 from dojo.ops.read_models.stored_results import count_results, results_stored
+from dojo.ops.redaction import redact
+
+logger = logging.getLogger(__name__)
 
 PREFIX = "dojo_celery_"
 RESULTS_WINDOW = timedelta(hours=1)
@@ -99,6 +110,7 @@ class CeleryCollector:
         yield from status_metrics(get_summary(broker=self.broker))
         if results_stored():
             yield task_results_metric()
+        yield from analytics_metrics(self.broker)
 
 
 def status_metrics(status: CeleryStatus | StatusSummary) -> Iterator[Gauge]:
@@ -176,3 +188,213 @@ def recent_result_counts() -> Counter:
 def exposition(broker: Broker | None = None) -> bytes:
     """The metrics of `broker` (the main one if None) in the Prometheus text format."""
     return "".join(family.text() for family in CeleryCollector(broker).collect()).encode()
+
+
+# Task analytics: the totals tier of TaskRollup (period 0, which only grows) as Prometheus
+# counters and histograms, the detections as gauges, the event monitor's own health. Each family is
+# one query, kept ANALYTICS_CACHE_SECONDS (one scrape interval) in Django's cache like the results counts.
+ANALYTICS_CACHE_SECONDS = RESULTS_CACHE_SECONDS
+ANALYTICS_CACHE_KEY = "dojo.ops.observe.metrics.analytics"
+TASK_STATES = (
+    "received",
+    "started",
+    "succeeded",
+    "failed",
+    "retried",
+    "revoked",
+    "rejected",
+    "recovered",
+    "critical",
+    "lost",
+)
+
+
+@dataclass
+class Family:
+    """A counter or histogram family: samples are (metric name suffix, label pairs, value)."""
+
+    name: str
+    documentation: str
+    type: str  # "counter" or "histogram"
+    samples: list[tuple[str, tuple[tuple[str, str], ...], float]] = field(default_factory=list)
+
+    def text(self) -> str:
+        lines = [f"# HELP {self.name} {_escape_help(self.documentation)}", f"# TYPE {self.name} {self.type}"]
+        for suffix, labels, value in self.samples:
+            pairs = ",".join(f'{label}="{_escape_label(text)}"' for label, text in labels)
+            lines.append(
+                f"{self.name}{suffix}{{{pairs}}} {_value(value)}" if pairs else f"{self.name}{suffix} {_value(value)}"
+            )
+        return "\n".join(lines) + "\n"
+
+
+def _cached(key: str, read: Callable[[], Any]) -> Any:
+    """`read()` through Django's cache for ANALYTICS_CACHE_SECONDS; a failure raises and is not kept."""
+    value = cache.get(key)
+    if value is None:
+        value = read()
+        cache.set(key, value, ANALYTICS_CACHE_SECONDS)
+    return value
+
+
+def _total_rows(backend: str) -> list[dict]:
+    """The totals tier of `backend`, summed over workers unless DD_ANALYTICS_METRICS_BY_WORKER:
+    one query."""
+    by_worker = settings.ANALYTICS_METRICS_BY_WORKER
+    fields = [
+        "task_name",
+        "queue",
+        "worker",
+        "runtime_sum",
+        "runtime_buckets",
+        "wait_sum",
+        "wait_buckets",
+        *TASK_STATES,
+    ]
+    rows = TaskRollup.objects.filter(period=TaskRollup.Period.TOTAL, backend=backend).values_list(*fields)
+    merged: dict[tuple[str, ...], dict] = {}
+    for row in rows.iterator(chunk_size=2000):
+        values = dict(zip(fields, row, strict=True))
+        key = (values["task_name"], values["queue"]) + ((values["worker"],) if by_worker else ())
+        total = merged.setdefault(
+            key,
+            {"runtime_sum": 0.0, "wait_sum": 0.0, "runtime": histograms.empty(), "wait": histograms.empty()}
+            | dict.fromkeys(TASK_STATES, 0),
+        )
+        total["runtime_sum"] += values["runtime_sum"]
+        total["wait_sum"] += values["wait_sum"]
+        histograms.add(total["runtime"], values["runtime_buckets"] or [])
+        histograms.add(total["wait"], values["wait_buckets"] or [])
+        for state in TASK_STATES:
+            total[state] += values[state]
+    return [{"key": key, **total} for key, total in sorted(merged.items())]
+
+
+def task_rollup_metrics(backend: str) -> list[Family]:
+    """celery_tasks_total{state}, celery_task_runtime_seconds and celery_task_wait_seconds by task
+    name and queue (and worker with DD_ANALYTICS_METRICS_BY_WORKER), from the totals tier."""
+    rows = _cached(
+        f"{ANALYTICS_CACHE_KEY}:totals:{backend}:{settings.ANALYTICS_METRICS_BY_WORKER}", lambda: _total_rows(backend)
+    )
+    names = ["task", "queue", "worker"] if settings.ANALYTICS_METRICS_BY_WORKER else ["task", "queue"]
+    counter = Family(
+        "celery_tasks_total",
+        "Task events counted by the event monitor since it first ran, by outcome (state), task name and queue.",
+        "counter",
+    )
+    runtime = Family(
+        "celery_task_runtime_seconds", "Task runtimes (started to succeeded or failed), in seconds.", "histogram"
+    )
+    wait = Family("celery_task_wait_seconds", "Task waits from received to started, in seconds.", "histogram")
+    bounds = [*(repr(bound) for bound in histograms.BOUNDS), "+Inf"]
+    for row in rows:
+        labels = (("backend", backend), *zip(names, row["key"], strict=True))
+        for state in TASK_STATES:
+            counter.samples.append(("", (*labels, ("state", state)), row[state]))
+        for family, counts, total in (
+            (runtime, row["runtime"], row["runtime_sum"]),
+            (wait, row["wait"], row["wait_sum"]),
+        ):
+            cumulative = histograms.cumulative(counts)
+            family.samples += [("_bucket", (*labels, ("le", le)), n) for le, n in zip(bounds, cumulative, strict=True)]
+            family.samples += [("_sum", labels, total), ("_count", labels, cumulative[-1])]
+    return [counter, runtime, wait]
+
+
+def detection_metrics(broker: Broker) -> list[Gauge]:
+    """The detections (dojo.ops.fleet.detections) as gauges: the long runners from the cached status
+    document's active tasks (none when no document is cached: a scrape never reads the broker for them)."""
+
+    def read() -> Detections:
+        status = cached_status(broker)
+        return detect(broker.alias, status.worker_replies if status else None, status.read_at if status else None)
+
+    found = _cached(f"{ANALYTICS_CACHE_KEY}:detections:{broker.alias}", read)
+    failing = _gauge(
+        "task_failure_rate_up",
+        "Failure % over the last 15 minutes of each task name whose rate is above DD_ANALYTICS_FAILURE_RATE_PERCENT "
+        "and above its own over the rest of the last 24 h (only those task names).",
+        labels=["task"],
+    )
+    for item in found.failure_rates:
+        failing.add_metric([item.task_name], item.percent)
+    return [
+        _gauge(
+            "lost_tasks",
+            "Tasks lost on a worker that went away, detected in the last 24 h and not retried.",
+            found.lost_total,
+        ),
+        _gauge("periodic_tasks_late", "Enabled periodic tasks past their due time plus the grace.", found.late_total),
+        _gauge(
+            "beat_expected",
+            "1 when enabled interval or crontab periodic tasks exist, else 0.",
+            int(found.beat_expected),
+        ),
+        _gauge(
+            "beat_down",
+            "1 when beat is expected and wrote no heartbeat in the last 30 s, else 0.",
+            int(found.beat_down),
+        ),
+        _gauge(
+            "tasks_running_long",
+            "Active tasks running more than DD_ANALYTICS_SLOW_FACTOR x their own p95 runtime of the last 24 h.",
+            len(found.long_runners),
+        ),
+        _gauge(
+            "tasks_failure_rate_up",
+            "Task names whose failure rate is up (see task_failure_rate_up).",
+            len(found.failure_rates),
+        ),
+        failing,
+    ]
+
+
+def monitor_metrics(backend: str) -> list[Gauge | Family]:
+    """The event monitor's health from its MonitorHeartbeat row (one query, cached)."""
+
+    def read() -> dict:
+        row = MonitorHeartbeat.objects.filter(backend=backend).annotate(db_now=Now()).first()
+        if row is None:
+            return {}
+        live = row.stopped_at is None and (row.db_now - row.last_beat_at).total_seconds() <= MONITOR_STALE_AFTER_SECONDS
+        return {
+            "up": int(live),
+            "connected": int(live and row.broker_connected),
+            "age": max(0.0, (row.db_now - row.last_beat_at).total_seconds()),
+            "events": row.events_seen,
+        }
+
+    state = _cached(f"{ANALYTICS_CACHE_KEY}:monitor:{backend}", read)
+    families: list[Gauge | Family] = [
+        _gauge("monitor_up", "1 while the event monitor (manage.py celery_monitor) beats, else 0.", state.get("up", 0)),
+        _gauge(
+            "monitor_broker_connected",
+            "1 while the live monitor's event receiver is connected.",
+            state.get("connected", 0),
+        ),
+    ]
+    if state:
+        families.append(
+            _gauge(
+                "monitor_last_beat_age_seconds",
+                "Seconds since the monitor's last heartbeat (database clock).",
+                state["age"],
+            )
+        )
+        events = Family(
+            PREFIX + "monitor_events_seen_total", "Events the monitor received since it started.", "counter"
+        )
+        events.samples.append(("", (), state["events"]))
+        families.append(events)
+    return families
+
+
+def analytics_metrics(broker: Broker | None) -> Iterator[Gauge | Family]:
+    """The task analytics families; left out (and logged) when the database does not answer."""
+    broker = broker or get_broker()
+    try:
+        families = [*task_rollup_metrics(broker.alias), *detection_metrics(broker), *monitor_metrics(broker.alias)]
+    except DatabaseError as exc:
+        logger.warning("/metrics without the task analytics: %s", redact(f"{type(exc).__name__}: {exc}"))
+        return
+    yield from families

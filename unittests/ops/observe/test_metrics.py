@@ -93,6 +93,15 @@ def test_exposition_for_a_known_state(redis_only, api, two_queues):
         ("dojo_celery_active_tasks", ()): 0,
         ("dojo_celery_reserved_tasks", ()): 0,
         ("dojo_celery_scheduled_tasks", ()): 0,
+        # the task analytics (test_task_metrics.py): nothing detected, no monitor ever ran, no rollup rows
+        ("dojo_celery_lost_tasks", ()): 0,
+        ("dojo_celery_periodic_tasks_late", ()): 0,
+        ("dojo_celery_beat_expected", ()): 0,
+        ("dojo_celery_beat_down", ()): 0,
+        ("dojo_celery_tasks_running_long", ()): 0,
+        ("dojo_celery_tasks_failure_rate_up", ()): 0,
+        ("dojo_celery_monitor_up", ()): 0,
+        ("dojo_celery_monitor_broker_connected", ()): 0,
     }
     read_at = got.pop(("dojo_celery_status_read_timestamp_seconds", ()))
     assert got == expected  # no task_results sample: no stored rows
