@@ -288,6 +288,9 @@ CELERY_PURGE_TASK_SECONDS = env("DD_CELERY_PURGE_TASK_SECONDS")
 CELERY_RESULT_BACKEND = env("DD_CELERY_RESULT_BACKEND")
 CELERY_RESULT_EXTENDED = True
 CELERY_TASK_TRACK_STARTED = True
+# Every publish of the project's (web, workers' retries, beat) sends a task-sent event: the event
+# monitor's analytics take the task's queue and publish time from it (the publish -> start wait).
+CELERY_TASK_SEND_SENT_EVENT = True
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"
@@ -345,6 +348,8 @@ CELERY_BEAT_SCHEDULE = {
         "task": "dojo.tasks.prune_broker_files",
         "schedule": env("DD_CELERY_PRUNE_BROKER_INTERVAL"),
     },
+    # Task analytics: minute and hour rollups past DD_ANALYTICS_MINUTE_HOURS / _HOUR_DAYS.
+    "prune-analytics": {"task": "dojo.tasks.prune_analytics", "schedule": 600.0},
 }
 
 # --- Logging -------------------------------------------------------------

@@ -9,6 +9,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 
 from dojo.ops.brokers.registry import get_broker
 from dojo.ops.observe.history import record_snapshot
+from dojo.ops.observe.rollups import prune as prune_rollups
 from dojo.worker.concurrency import ConcurrencyLimitedTask
 
 
@@ -105,3 +106,25 @@ def limited_sleep_one(self, seconds: float, key: str = "demo") -> dict:
     """limited_sleep with at most one run per `key` at once: on a worker with two pool processes,
     a second run with the same key waits for the slot (re-sending itself)."""
     return _timed_sleep(self, seconds)
+
+
+@shared_task(name="dojo.tasks.fail_times", bind=True)
+def fail_times(self, path: str, times: int, max_retries: int = 3) -> int:
+    """Fail the first `times` runs (each retried at once, up to `max_retries`), then succeed:
+    runs are counted as lines of the file `path` (made when missing). The analytics tests use it
+    for RECOVERED (succeeds after retries) and CRITICAL (fails after its last retry). Returns
+    the runs so far."""
+    file = Path(path)
+    with file.open("a+") as handle:
+        handle.seek(0)
+        runs = len(handle.read().splitlines())
+        handle.write("run\n")
+    if runs < times:
+        raise self.retry(exc=ValueError(f"run {runs + 1} of {times} failing"), countdown=0, max_retries=max_retries)
+    return runs + 1
+
+
+@shared_task(name="dojo.tasks.prune_analytics", ignore_result=True)
+def prune_analytics() -> dict[str, int]:
+    """Delete the task analytics rows past their tier's retention (never the totals tier)."""
+    return prune_rollups()

@@ -7,15 +7,16 @@ EventState per backend from its receiver thread and a writer thread takes what c
 second.
 
 Memory is bounded: workers are kept in an LRU of `max_workers` (the one heard from least
-recently goes first), tasks in Celery's own `celery.events.state.State` with
-`max_tasks_in_memory` (LRU too), and the task event counts are a fixed set of keys.
+recently goes first), task ids in an LRU of `max_tasks` or, in the monitor, in the task sink it
+passes (dojo.ops.observe.rollups: the analytics' own bounded tracker, which gets every task and
+worker event), and the task event counts are a fixed set of keys. (Celery's own
+`celery.events.state.State` is not used: it cost most of the time per event.)
 """
 
 import threading
 from collections import Counter, OrderedDict
 from dataclasses import dataclass, field, replace
-
-from celery.events.state import State
+from typing import Protocol
 
 # Task event types counted by name; anything else a worker sends counts as "other".
 TASK_EVENT_TYPES = frozenset({"sent", "received", "started", "succeeded", "failed", "retried", "revoked", "rejected"})
@@ -56,12 +57,40 @@ def _float(value: object, default: float) -> float:
     return number if number > 0 else default
 
 
+class TaskSink(Protocol):
+    """Gets every task and worker event after the state took it (the monitor's rollups)."""
+
+    def handle(self, kind: str, event: dict) -> None: ...
+
+    def __len__(self) -> int: ...
+
+
+class TaskIds:
+    """The task ids last seen, an LRU of `cap`: the default sink when nothing else keeps tasks."""
+
+    def __init__(self, cap: int) -> None:
+        self.cap = max(1, cap)
+        self.ids: OrderedDict[str, None] = OrderedDict()
+
+    def handle(self, kind: str, event: dict) -> None:
+        task_id = event.get("uuid")
+        if not kind.startswith("task-") or not task_id:
+            return
+        self.ids[task_id] = None
+        self.ids.move_to_end(task_id)
+        if len(self.ids) > self.cap:
+            self.ids.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
 class EventState:
     """What the events of one backend said, bounded; safe to feed from one thread and read from others."""
 
-    def __init__(self, max_workers: int = 2000, max_tasks: int = 10000) -> None:
+    def __init__(self, max_workers: int = 2000, max_tasks: int = 10000, tasks: TaskSink | None = None) -> None:
         self.max_workers = max(1, max_workers)
-        self.tasks = State(max_workers_in_memory=self.max_workers, max_tasks_in_memory=max(1, max_tasks))
+        self.tasks: TaskSink = TaskIds(max_tasks) if tasks is None else tasks
         self.workers: OrderedDict[str, WorkerInfo] = OrderedDict()
         self.task_event_counts: Counter[str] = Counter()
         self.events_seen = 0
@@ -78,7 +107,9 @@ class EventState:
             elif kind.startswith("task-"):
                 name = kind[5:]
                 self.task_event_counts[name if name in TASK_EVENT_TYPES else "other"] += 1
-                self.tasks.event(event)
+            else:
+                return
+        self.tasks.handle(kind, event)
 
     def _worker_event(self, kind: str, event: dict) -> None:
         hostname = str(event.get("hostname") or "")
@@ -127,4 +158,4 @@ class EventState:
 
     @property
     def tasks_kept(self) -> int:
-        return len(self.tasks.tasks)
+        return len(self.tasks)

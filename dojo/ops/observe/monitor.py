@@ -1,7 +1,9 @@
 """The event monitor (`manage.py celery_monitor`): one receiver thread per configured broker
 feeding a bounded EventState (dojo.ops.fleet.event_state), and one writer thread that puts what
 the pages need in the database once a second, in one transaction: the workers that changed
-(MonitoredWorker) and a heartbeat per backend (MonitorHeartbeat).
+(MonitoredWorker) and a heartbeat per backend (MonitorHeartbeat). The task events also feed each
+backend's analytics (dojo.ops.observe.rollups): the writer looks for lost tasks every second and
+writes the rollups every DD_ANALYTICS_FLUSH_SECONDS, in a transaction of their own.
 
 Like Flower, each receiver re-sends `enable_events` to its broker's workers every
 DD_CELERY_MONITOR_ENABLE_EVENTS_SECONDS (never with DD_CELERY_READ_ONLY), so workers started
@@ -36,6 +38,8 @@ from dojo.ops.brokers.connection import BrokerUnavailable, broker_timeout
 from dojo.ops.brokers.registry import Broker, configured_brokers
 from dojo.ops.fleet.event_state import EventState, WorkerInfo
 from dojo.ops.fleet.mailbox import broadcast
+from dojo.ops.observe.rollups import Rollups
+from dojo.ops.observe.rollups import flush as flush_rollups
 from dojo.ops.redaction import redact
 
 logger = logging.getLogger(__name__)
@@ -80,6 +84,7 @@ class BackendMonitor:
     # Called (broker, worker name) when a worker comes online or is first heard of by this
     # monitor: the management command passes dojo.ops.controls.late_workers.bring_in_line_soon.
     on_worker_online: Callable[[Broker, str], None] | None = None
+    rollups: Rollups | None = None
     connected: bool = False
     last_error: str = ""
     _next_enable: float = 0.0
@@ -177,12 +182,19 @@ class Writer:
     hostname: str = field(default_factory=socket.gethostname)
     pid: int = field(default_factory=os.getpid)
     _failing: bool = False
+    _rollups_failing: bool = False
+    _next_rollups: float = 0.0
 
     def run(self) -> None:
         try:
             next_flush = time.monotonic()
+            self._next_rollups = next_flush + float(settings.ANALYTICS_FLUSH_SECONDS)
             while not self.stop.is_set():
                 self.guarded_flush()
+                self.check_lost()
+                if time.monotonic() >= self._next_rollups:
+                    self._next_rollups = time.monotonic() + float(settings.ANALYTICS_FLUSH_SECONDS)
+                    self.guarded_rollups()
                 next_flush = max(next_flush + FLUSH_SECONDS, time.monotonic())
                 self.stop.wait(next_flush - time.monotonic())
         finally:
@@ -203,6 +215,30 @@ class Writer:
         if self._failing:
             logger.warning("Event monitor writes again.")
         self._failing = False
+        return True
+
+    def check_lost(self, now: float | None = None) -> int:
+        """Count the lost tasks of every backend into its rollups (written with the next flush)."""
+        now = time.time() if now is None else now
+        grace = float(settings.ANALYTICS_LOST_GRACE_SECONDS)
+        return sum(len(m.rollups.check_lost(now, grace)) for m in self.monitors if m.rollups is not None)
+
+    def guarded_rollups(self) -> bool:
+        """Write the rollups (one transaction); a failure keeps the deltas for the next flush."""
+        taken = {m.broker.alias: (m.rollups, m.rollups.take()) for m in self.monitors if m.rollups is not None}
+        try:
+            flush_rollups(taken)
+        except Exception as exc:
+            if not self._rollups_failing:
+                logger.warning("Event monitor could not write the rollups: %s", redact(f"{type(exc).__name__}: {exc}"))
+            self._rollups_failing = True
+            if isinstance(exc, DatabaseError):
+                with contextlib.suppress(DatabaseError):
+                    connections["default"].close()
+            return False
+        if self._rollups_failing:
+            logger.warning("Event monitor writes the rollups again.")
+        self._rollups_failing = False
         return True
 
     def flush(self, stopped: bool = False) -> None:
@@ -266,16 +302,24 @@ def build_monitors(
     on_worker_online: Callable[[Broker, str], None] | None = None,
 ) -> list[BackendMonitor]:
     brokers = configured_brokers() if brokers is None else brokers
-    return [
-        BackendMonitor(
-            broker,
-            EventState(settings.CELERY_MONITOR_MAX_WORKERS, settings.CELERY_MONITOR_MAX_TASKS),
-            stop,
-            float(settings.CELERY_MONITOR_ENABLE_EVENTS_SECONDS),
-            on_worker_online=on_worker_online,
+    monitors = []
+    for broker in brokers.values():
+        analytics = Rollups(
+            settings.ANALYTICS_MAX_TRACKED_TASKS,
+            settings.CELERY_MONITOR_MAX_WORKERS,
+            by_worker=settings.ANALYTICS_METRICS_BY_WORKER,
         )
-        for broker in brokers.values()
-    ]
+        monitors.append(
+            BackendMonitor(
+                broker,
+                EventState(settings.CELERY_MONITOR_MAX_WORKERS, tasks=analytics),
+                stop,
+                float(settings.CELERY_MONITOR_ENABLE_EVENTS_SECONDS),
+                on_worker_online=on_worker_online,
+                rollups=analytics,
+            )
+        )
+    return monitors
 
 
 def run_monitor(
@@ -297,5 +341,6 @@ def run_monitor(
         for monitor in monitors:
             monitor.join(RECONNECT_MIN_SECONDS + broker_timeout() + 1)
         writer.guarded_flush(stopped=True)
+        writer.guarded_rollups()
         with contextlib.suppress(DatabaseError):
             connections.close_all()
