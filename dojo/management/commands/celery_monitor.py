@@ -17,8 +17,11 @@ class Command(BaseCommand):
         "workers that changed and its own heartbeat to the database, for the processes table and API. Every "
         "DD_CELERY_MONITOR_ENABLE_EVENTS_SECONDS it sends enable_events to the workers (never with "
         "DD_CELERY_READ_ONLY). A worker that comes online is sent the stored pauses and revocations "
-        "(dojo.ops.controls.late_workers). Memory is bounded by DD_CELERY_MONITOR_MAX_WORKERS and "
-        "DD_CELERY_MONITOR_MAX_TASKS. "
+        "(dojo.ops.controls.late_workers). Task events are rolled up per minute, hour and in totals "
+        "(TaskRollup, FailureRollup), written every DD_ANALYTICS_FLUSH_SECONDS in one transaction, and tasks "
+        "that started on a worker which went away are recorded as lost (LostTask) after "
+        "DD_ANALYTICS_LOST_GRACE_SECONDS. Memory is bounded by DD_CELERY_MONITOR_MAX_WORKERS and "
+        "DD_ANALYTICS_MAX_TRACKED_TASKS. "
         "Run one per deployment."
     )
 

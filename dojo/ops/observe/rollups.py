@@ -16,7 +16,10 @@ retries, critical = failed after one or more retries (its last attempt), lost (s
 dojo.ops.observe.task_tracker). Runtimes: task-succeeded's `runtime`, for task-failed and
 task-retried the time since its task-started; every run that ended is in the runtime histogram.
 Waits: received -> started, and published -> started where a task-sent event gave the publish
-time (the project's publishers send task-sent: CELERY_TASK_SEND_SENT_EVENT).
+time (the project's publishers send task-sent: CELERY_TASK_SEND_SENT_EVENT); not for a task with
+an ETA or countdown, whose start waits for its time by design. Events of ids the tracker does not
+know (started before the monitor, or dropped by its LRU) have no name to count under and are
+only counted in `Rollups.untracked`.
 """
 
 import re
@@ -247,6 +250,9 @@ class Rollups:
         if isinstance(retries, int) and retries > task.retries:
             task.retries = retries
         task.received = float(event.get("timestamp") or 0.0)
+        if event.get("eta"):
+            # A countdown or ETA: the time until it is due is no queue wait; its waits are not counted.
+            task.received = task.sent = 0.0
         if task.started:
             self.tracker.stop(task_id, task)  # redelivered
         worker = str(event.get("hostname") or "")
