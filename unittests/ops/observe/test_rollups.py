@@ -192,3 +192,39 @@ def test_real_runs_are_rolled_up_with_percentiles_outcomes_failures_and_lost_tas
     assert not LostTask.objects.exclude(task_id=doomed.id).exists()  # nothing that finished
     assert project  # the project worker kept running: its finished tasks are not lost
     client.close()
+
+
+def test_lost_tasks_follow_the_workers_life_without_false_positives():
+    """Lost only when the process a task started in is gone for the grace: not a task that ended
+    after its worker said goodbye, not a worker that missed beats and came back with the same
+    pid; yes a worker whose heartbeat expired, and one restarted under another pid."""
+    state = Rollups()
+    t0 = 1_000_000.0
+
+    def beat(worker: str, pid: int, at: float, kind: str = "worker-heartbeat") -> None:
+        state.handle(kind, {"hostname": worker, "pid": pid, "freq": 2.0, "local_received": at})
+
+    def start(task_id: str, worker: str, at: float) -> None:
+        event = {"uuid": task_id, "hostname": worker, "local_received": at, "timestamp": at}
+        state.handle("task-received", {**event, "name": "t.long"})
+        state.handle("task-started", event)
+
+    for worker, pid in (("ended@h", 1), ("blip@h", 2), ("expired@h", 3), ("restarted@h", 4)):
+        beat(worker, pid, t0)
+        start(f"task-{worker}", worker, t0 + 0.5)
+    beat("ended@h", 1, t0 + 1, kind="worker-offline")
+    state.handle(
+        "task-succeeded", {"uuid": "task-ended@h", "hostname": "ended@h", "runtime": 1.0, "local_received": t0 + 2}
+    )
+    beat("blip@h", 2, t0 + 9)  # 9 s without a beat (expired at t0 + 5), back before the grace ended
+    beat("restarted@h", 40, t0 + 3)  # a new process under the same name
+    for late in (t0 + 9, t0 + 10, t0 + 11):
+        beat("blip@h", 2, late)
+        beat("restarted@h", 40, late)
+    assert state.check_lost(t0 + 8, grace=10) == []  # nothing before the grace
+    lost = {task.worker: task for task in state.check_lost(t0 + 16, grace=10)}
+    assert set(lost) == {"expired@h", "restarted@h"}
+    assert lost["expired@h"].gone_at == t0 + 4  # its last beat + 2 x freq
+    assert lost["restarted@h"].gone_at == t0 + 3  # the new process's first beat
+    assert state.check_lost(t0 + 17, grace=10) == []  # found once (blip@h went quiet at t0 + 11: in its grace)
+    assert sum(delta.counts[rollups.LOST] for delta in state.take().minutes.values()) == 2
