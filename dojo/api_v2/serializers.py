@@ -85,7 +85,10 @@ class CeleryStatusSerializer(serializers.Serializer):
         help_text="Ready messages in the default queue, every priority sub-queue included; "
         "null when the broker is unreachable. Prefetched messages are not counted.",
     )
-    queues = serializers.DictField(child=QueueStateSerializer(), help_text="Every configured queue, by name.")
+    queues = serializers.DictField(
+        child=QueueStateSerializer(),
+        help_text="Every queue the dashboard knows, by name: configured, paused, or consumed by an answering worker.",
+    )
     active_tasks = serializers.IntegerField(
         allow_null=True, help_text="Tasks running on the answering workers; null when one of them did not say in time."
     )
@@ -102,6 +105,11 @@ class CeleryStatusSerializer(serializers.Serializer):
         "stats in time.",
     )
     queue_details = QueueDetailsSerializer()
+    tasks_left_out = serializers.DictField(
+        child=serializers.DictField(child=serializers.IntegerField()),
+        help_text="By list (active, reserved, scheduled), the workers whose list in queue_details was cut to "
+        "DD_CELERY_STATUS_MAX_TASKS_PER_WORKER and how many tasks were left out; the counts above stay exact.",
+    )
     alerts = serializers.ListField(child=AlertSerializer())
     task_time_limit = serializers.IntegerField(allow_null=True, help_text="Seconds; null when off.")
     task_soft_time_limit = serializers.IntegerField(allow_null=True, help_text="Seconds; null when off.")

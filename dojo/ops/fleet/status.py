@@ -1,22 +1,31 @@
 """The Celery status document: broker, queues, workers and their tasks, in one broadcast round."""
 
+import logging
 import time
 from dataclasses import dataclass, field
 
 from django.conf import settings
+from django.db import DatabaseError
 
 from dojo.ops.brokers.connection import BrokerUnavailable, broker_connection, broker_timeout
 from dojo.ops.brokers.queues import configured_queues, default_queue
 from dojo.ops.brokers.registry import DEFAULT_ALIAS, Broker, get_broker
 from dojo.ops.fleet.load import QueueLoads, worker_loads
 from dojo.ops.fleet.mailbox import query_workers
+from dojo.ops.fleet.pauses import paused_queues
 from dojo.ops.fleet.worker_reply import TASK_LISTS, cap_task_lists, task_count
-from dojo.ops.redaction import mask_url
+from dojo.ops.redaction import mask_url, redact
 
 # The state of a task on each list: one vocabulary for the API's task search and the panel's live tasks.
 LIVE_STATES = {"active": "ACTIVE", "reserved": "RESERVED", "scheduled": "SCHEDULED"}
 # The least share of DD_CELERY_BROKER_TIMEOUT the worker round gets, however long the queue reads took.
 ROUND_FLOOR_SHARE = 0.5
+# The queues outside DD_CELERY_QUEUES that live workers consumed at this process's last read, by
+# backend: read with the configured ones, so a steady fleet's queues cost no second depth read. In
+# memory (one set per backend), so a cache that does not answer costs the read nothing.
+_consumed_before: dict[str, frozenset[str]] = {}
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -229,23 +238,47 @@ def read_status(broker: Broker | None = None) -> CeleryStatus:
     ROUND_FLOOR_SHARE of it, so slow queue reads (many queues on AMQP) never leave it nothing and
     report a healthy fleet empty. Bound of the broker part: connecting ≤ T, the queue reads ≤ 1.5 T
     (AMQP starts no passive declare after T/2, each ≤ T; Redis is one pipeline ≤ T), the round
-    ≤ max(T - elapsed, T/2): at most 3 T (status_cache.read_bound), plus on AMQP the control-queue
+    ≤ max(T - elapsed, T/2), and a second depth read ≤ 1.5 T only when a worker consumes a queue
+    the first did not read: at most 4.5 T (status_cache.read_bound), plus on AMQP the control-queue
     consumer counts of the remembered workers (one channel, one round trip each; mailbox).
+
+    The queues read are every queue the dashboard knows: the configured ones, the paused ones
+    (QueuePause rows) and the ones a live worker consumes (remembered from the last read, and
+    read after the round when one is new), so alerts and /metrics cover them all.
     """
     read_at = time.time()
     bound = broker_timeout()
     deadline = time.monotonic() + bound
     broker = broker or get_broker()
     queue = default_queue()
+    configured = configured_queues()
+    paused, database_error = _paused(broker)
+    consumed_key = f"{broker.alias}:{mask_url(broker.broker_url)}"
+    consumed_before = _consumed_before.get(consumed_key, frozenset())
+    first = list(dict.fromkeys([*configured, *sorted(paused), *sorted(consumed_before)]))
     try:
         with broker_connection(broker=broker) as conn:
-            depths = broker.transport.depths(conn, configured_queues())
-            consumers = {name: depth.consumers for name, depth in depths.items()}
+            depths = broker.transport.depths(conn, first)
+            consumers = {name: depths[name].consumers for name in configured}
             round_timeout = max(deadline - time.monotonic(), ROUND_FLOOR_SHARE * bound)
             replies = query_workers(conn, broker, round_timeout, consumers)
+            consuming = worker_loads(replies)
+            consumed = {name for name, load in consuming.items() if load.consumed_by}
+            new = sorted(consumed - set(depths))
+            if new:  # a queue only a worker consumes, not read yet
+                depths.update(broker.transport.depths(conn, new))
     except BrokerUnavailable as exc:
-        return CeleryStatus(broker_status=False, queue=queue, error=str(exc), read_at=read_at, backend=broker.alias)
-    consuming = worker_loads(replies)
+        return CeleryStatus(
+            broker_status=False,
+            queue=queue,
+            error=str(exc),
+            read_at=read_at,
+            backend=broker.alias,
+            database_error=database_error,
+        )
+    keep = set(configured) | paused | consumed
+    depths = {name: depth for name, depth in depths.items() if name in keep}
+    _consumed_before[consumed_key] = frozenset(consumed - set(configured))
     cap = settings.CELERY_STATUS_MAX_TASKS_PER_WORKER
     replies = {name: cap_task_lists(reply, cap) for name, reply in replies.items()}
     queues = {
@@ -262,4 +295,14 @@ def read_status(broker: Broker | None = None) -> CeleryStatus:
         read_at=read_at,
         backend=broker.alias,
         loads=consuming,
+        database_error=database_error,
     )
+
+
+def _paused(broker: Broker) -> tuple[set[str], str | None]:
+    """The paused queues of `broker`, and why the database did not answer (then none are known,
+    and status_cache._read_with_alerts leaves the database parts out without asking it again)."""
+    try:
+        return paused_queues(broker.alias), None
+    except DatabaseError as exc:
+        return set(), redact(f"{type(exc).__name__}: {exc}")

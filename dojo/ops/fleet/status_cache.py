@@ -60,7 +60,7 @@ def read_bound() -> float:
     broadcast, each bounded by DD_CELERY_BROKER_TIMEOUT) and the database part (a connection and
     a few statements, each bounded by the database settings), with a second to spare."""
     statement = max(settings.DATABASE_STATEMENT_TIMEOUT or 30.0, settings.DATABASE_BUSY_TIMEOUT)
-    return 3 * broker_timeout() + settings.DATABASE_CONNECT_TIMEOUT + 3 * statement + 1
+    return 4.5 * broker_timeout() + settings.DATABASE_CONNECT_TIMEOUT + 3 * statement + 1
 
 
 def get_status(refresh: bool = False, broker: Broker | None = None) -> CeleryStatus:
@@ -146,12 +146,15 @@ def _read_across_processes(key: str, not_before: float, broker: Broker, shared_c
 def _read_with_alerts(broker: Broker) -> CeleryStatus:
     """The broker's status with its alerts; the database parts are left out when it fails."""
     status = read_status(broker)
-    try:
-        if broker.alias == DEFAULT_ALIAS:  # the panel's worker list is the main backend's
-            record_seen(status)
-        history = recent_history(broker.alias)
-    except DatabaseError as exc:
-        error = redact(f"{type(exc).__name__}: {exc}")
+    error = status.database_error  # the paused queues' read already found the database down
+    if error is None:
+        try:
+            if broker.alias == DEFAULT_ALIAS:  # the panel's worker list is the main backend's
+                record_seen(status)
+            history = recent_history(broker.alias)
+        except DatabaseError as exc:
+            error = redact(f"{type(exc).__name__}: {exc}")
+    if error is not None:
         logger.warning("Status of backend %s without the database parts: %s", broker.alias, error)
         return dataclasses.replace(
             status,

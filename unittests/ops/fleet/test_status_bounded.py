@@ -8,6 +8,7 @@ import time
 
 import pytest
 from django.core.cache import cache
+from django.urls import reverse
 
 from dojo.ops.brokers.registry import get_broker
 from dojo.ops.fleet.status import CeleryStatus, StatusSummary
@@ -27,7 +28,7 @@ def _wait_for(predicate, timeout: float = 30) -> CeleryStatus:
 
 
 @pytest.mark.django_db
-def test_capped_lists_exact_counts_and_summary(redis_only, settings):
+def test_capped_lists_exact_counts_and_summary(redis_only, settings, api):
     settings.CELERY_STATUS_MAX_TASKS_PER_WORKER = 2
     settings.CELERY_STATUS_CACHE_SECONDS = 30
     worker = redis_only.start_worker("capped")
@@ -59,6 +60,10 @@ def test_capped_lists_exact_counts_and_summary(redis_only, settings):
         assert f'dojo_celery_worker_active_tasks{{worker="{worker}"}} 2.0' in metrics
         row = next(row for row in queue_table(status=status).rows if row.name == "celery")
         assert row.claimed_count == 8 and row.live_worker_count == 1
+
+        body = api.get(reverse("celery_status")).json()  # the cached document, as the API gives it
+        assert body["reserved_tasks"] == 6 and len(body["queue_details"]["reserved"][worker]) == 2
+        assert body["tasks_left_out"] == {"active": {}, "reserved": {worker: 4}, "scheduled": {}}
     finally:
         for result in running + waiting:
             result.revoke(terminate=True)
