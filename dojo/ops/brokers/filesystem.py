@@ -9,6 +9,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from kombu import Connection
+from kombu.exceptions import ChannelError
+from kombu.transport.filesystem import LOCK_EX, exchange_queue_t, lock, unlock
+from kombu.utils.json import dumps, loads
 
 from dojo.ops.brokers import messages
 from dojo.ops.brokers.transport import QueueDepth, VirtualTransport, Within
@@ -77,6 +80,34 @@ class FilesystemTransport(VirtualTransport):
                 smallest = sorted(smallest)[:first]
         first_raw = (read_message_file(folder, name) for name in sorted(smallest)[:first])
         return by_task, [raw for raw in first_raw if raw is not None]
+
+    def remove_binding(self, conn: Connection, control_exchange: str, worker: str) -> bool:
+        """Drop `worker`'s row (its ``NAME.<exchange>.pidbox`` queue) from the pidbox exchange's
+        table file in the control folder, under the same exclusive lock kombu takes to bind, so
+        broadcasts stop writing a message file for it (and the round stops expecting it). A worker
+        that starts again binds again. Raises ChannelError when the file cannot be rewritten."""
+        channel = conn.default_channel
+        exchange = f"{control_exchange}.pidbox"
+        queue = f"{worker}.{exchange}"
+        path = channel._exchange_file(exchange)  # kombu's own checks of the name and folder
+        try:
+            with path.open("rb+", buffering=0) as table_file:
+                lock(table_file, LOCK_EX)
+                try:
+                    rows = [exchange_queue_t(*row) for row in loads(table_file.read().decode())]
+                    kept = [row for row in rows if row.queue != queue]
+                    if len(kept) == len(rows):
+                        return False
+                    table_file.seek(0)
+                    table_file.truncate()
+                    table_file.write(dumps(kept).encode())
+                    return True
+                finally:
+                    unlock(table_file)
+        except FileNotFoundError:
+            return False
+        except OSError as exc:
+            raise ChannelError(f"Cannot rewrite {path}") from exc
 
     def prune_control_messages(self, max_age_seconds: float) -> int:
         """Remove remote-control (pidbox) messages older than `max_age_seconds`: the transport never

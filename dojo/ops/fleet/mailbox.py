@@ -11,14 +11,15 @@ from datetime import timedelta
 
 from django.core.cache import cache
 from django.db import DatabaseError
-from django.utils import timezone
 from kombu import Connection, Consumer, Producer
+from kombu.exceptions import ChannelError
 from kombu.pidbox import Mailbox
 
 from dojo.celery import app
 from dojo.models import CeleryProcess, MonitoredWorker, MonitorHeartbeat
 from dojo.ops.brokers.connection import broker_connection, broker_timeout
 from dojo.ops.brokers.registry import Broker
+from dojo.ops.fleet.clock import database_now
 from dojo.ops.fleet.worker_reply import INSPECT_COMMANDS, STATUS_COMMAND, describe_worker, speaks_status
 
 BEAT_PREFIX = "celerybeat@"
@@ -178,7 +179,12 @@ def _forget_the_dead(
         rounds[name] = rounds.get(name, 0) + 1
     silent = {name for name, count in rounds.items() if count >= DEAD_AFTER_SILENT_ROUNDS}
     for name in sorted(_known_dead(broker.alias, silent) if silent else ()):
-        if broker.transport.remove_binding(conn, app.conf.control_exchange, name):
+        try:
+            removed = broker.transport.remove_binding(conn, app.conf.control_exchange, name)
+        except (ChannelError, OSError) as exc:  # left for a later round; the status is read all the same
+            logger.warning("The control binding of worker %s was not removed: %s", name, type(exc).__name__)
+            continue
+        if removed:
             logger.info(
                 "Removed the control binding of worker %s (backend %s): silent in %d rounds in a row, "
                 "no heartbeat for %g s",
@@ -365,10 +371,11 @@ def _known_dead(backend_alias: str, names: set[str]) -> set[str]:
     """Of `names`, the workers a heartbeat says are gone: their own database heartbeat
     (CeleryProcess, the project's workers) is older than DEAD_AFTER_SECONDS, or the event monitor,
     live and running for longer than that, saw them go offline or heard nothing from them for that
-    long. A fresh heartbeat of either kind, or no monitor and no heartbeat row, proves nothing."""
-    now = timezone.now()
-    cutoff = now - timedelta(seconds=DEAD_AFTER_SECONDS)
+    long. A fresh heartbeat of either kind, or no monitor and no heartbeat row, proves nothing.
+    Ages are against the database's clock (clock.database_now), not this server's."""
     try:
+        now = database_now()
+        cutoff = now - timedelta(seconds=DEAD_AFTER_SECONDS)
         processes = CeleryProcess.objects.filter(backend=backend_alias, kind=CeleryProcess.Kind.WORKER, name__in=names)
         beats = dict(processes.values_list("name", "last_heartbeat_at"))
         events = dict(
@@ -393,8 +400,8 @@ def _known_dead(backend_alias: str, names: set[str]) -> set[str]:
 def _seen_by_events(backend_alias: str) -> set[str]:
     """The workers of the backend the event monitor saw live within the last EVENTS_LIVE_SECONDS
     (none when no monitor runs, or the database does not answer)."""
-    since = timezone.now() - timedelta(seconds=EVENTS_LIVE_SECONDS)
     try:
+        since = database_now() - timedelta(seconds=EVENTS_LIVE_SECONDS)
         rows = MonitoredWorker.objects.filter(backend=backend_alias, online=True, last_heartbeat_at__gte=since)
         return {name for name in rows.values_list("hostname", flat=True) if not name.startswith(BEAT_PREFIX)}
     except DatabaseError:

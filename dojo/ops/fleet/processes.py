@@ -26,6 +26,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from dojo.models import CeleryProcess, MonitoredWorker, MonitorHeartbeat
+from dojo.ops.fleet.clock import database_now
 from dojo.ops.fleet.status import CeleryStatus
 
 HEARTBEAT_SECONDS = 1.0  # how often each process writes its heartbeat
@@ -122,8 +123,9 @@ def pool_pids(status: CeleryStatus | None) -> dict[str, list[int]]:
 def list_processes(backend_alias: str, pools: Mapping[str, Sequence[int]] | None = None) -> list[ProcessRow]:
     """The backend's processes: each worker followed by its pool children, then beat; workers
     known only from events (project code or not) sort among the workers, with the pool children
-    `pools` gives for them (by worker name: the pids of its stats answer in the status document)."""
-    now = timezone.now()
+    `pools` gives for them (by worker name: the pids of its stats answer in the status document).
+    Heartbeat ages are against the database's clock (clock.database_now), read once."""
+    now = database_now()
     rows = list(CeleryProcess.objects.filter(backend=backend_alias).select_related("parent"))
     from_events = {
         worker.hostname: _event_row(worker, now) for worker in MonitoredWorker.objects.filter(backend=backend_alias)
@@ -169,7 +171,7 @@ def monitor_state(backend_alias: str) -> MonitorState:
     beat = MonitorHeartbeat.objects.filter(backend=backend_alias).first()
     if beat is None:
         return MonitorState("never", None)
-    age = (timezone.now() - beat.last_beat_at).total_seconds()
+    age = (database_now() - beat.last_beat_at).total_seconds()  # the database's clock
     live = beat.stopped_at is None and age <= MONITOR_STALE_AFTER_SECONDS
     return MonitorState(
         state="live" if live else "down",

@@ -7,9 +7,9 @@ rows not seen for DD_CELERY_WORKER_OFFLINE_HOURS are deleted by the snapshot tas
 from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
-from django.utils import timezone
 
 from dojo.models import CeleryWorkerSeen
+from dojo.ops.fleet.clock import database_now
 from dojo.ops.fleet.status import CeleryStatus
 
 
@@ -28,7 +28,7 @@ def record_seen(status: CeleryStatus) -> None:
 
 
 def _cutoff() -> datetime:
-    return timezone.now() - timedelta(hours=settings.CELERY_WORKER_OFFLINE_HOURS)
+    return database_now() - timedelta(hours=settings.CELERY_WORKER_OFFLINE_HOURS)  # the database's clock
 
 
 def seen_workers() -> dict[str, CeleryWorkerSeen]:
