@@ -3,6 +3,8 @@ the dashboard: lost tasks (rows written here, retried through the API onto a rea
 rate up (rollup rows written here), a late periodic task and beat down from a real `celery -A dojo
 beat` stopped with SIGSTOP, a task running long on a real worker against rollup rows written here."""
 
+import ast
+import json
 import os
 import signal
 import subprocess
@@ -343,3 +345,61 @@ def test_a_task_running_far_longer_than_its_p95_on_a_real_worker(redis_only, db,
         assert [row["task_id"] for row in listed] == [task.id]
     finally:
         redis_only.stop_workers()
+
+
+def test_a_worker_killed_mid_task_is_a_lost_task_alerted_scraped_and_retried(redis_only, shared_database, settings):
+    """End to end with Part A's real monitor: a project worker (results in the shared database)
+    runs sleep(6); SIGKILL mid-task; the monitor writes the LostTask row; the status document
+    alerts lost_tasks, /metrics counts it, and the API's retry runs it again to SUCCESS on a
+    second worker, recorded on the row."""
+    from django.core.cache import cache
+    from django_celery_results.models import TaskResult
+
+    from unittests.ops.observe.test_metrics import assert_promtool_accepts, samples, scrape
+    from unittests.ops.observe.test_monitor import monitors_on
+
+    settings.CELERY_STATUS_CACHE_SECONDS = 0
+    monitors = monitors_on(redis_only, shared_database)
+    start_monitor = next(monitors)
+    env = {"DD_DATABASE_URL": shared_database, "DD_CELERY_RESULT_BACKEND": "django-db"}
+    try:
+        start_monitor(DD_ANALYTICS_FLUSH_SECONDS="1", DD_ANALYTICS_LOST_GRACE_SECONDS="1")
+        doomed_worker = redis_only.start_worker("k1", **env)
+        client = redis_only.client()
+        time.sleep(1.5)  # enable_events reached the worker (the monitor sends it every second)
+        doomed = client.send_task("dojo.tasks.sleep", args=(6,))
+        wait_for(lambda: TaskResult.objects.filter(task_id=doomed.id, status="STARTED").exists(), 30, "started")
+        proc = next(proc for proc in redis_only.workers if doomed_worker in proc.args)
+        os.killpg(proc.pid, signal.SIGKILL)
+        wait_for(lambda: LostTask.objects.filter(task_id=doomed.id).exists(), 30, "the monitor's LostTask row")
+        assert "lost_tasks" in {alert.code for alert in get_status().alerts}
+
+        admin = make_user("e2e-" + uuid.uuid4().hex[:6], superuser=True)
+        api = client_for(admin)
+        wait_for(lambda: not cache.clear() and _lost_counted(samples(scrape(api))), 10, "lost counted in /metrics")
+        body = scrape(api)
+        assert_promtool_accepts(body)
+        assert samples(body)[("dojo_celery_lost_tasks", ())] == 1
+
+        redis_only.start_worker("k2", **env)
+        answer = api.post(RETRY, {"task_id": doomed.id}, format="json")
+        assert answer.status_code == 200, answer.content
+        new_id = answer.json()["task_id"]
+        done = lambda: TaskResult.objects.filter(task_id=new_id, status="SUCCESS").exists()  # noqa: E731
+        wait_for(done, 30, "the retried task's success (stored by the second worker)")
+        retried = TaskResult.objects.get(task_id=new_id)
+        assert retried.task_name == "dojo.tasks.sleep"
+        assert list(ast.literal_eval(json.loads(retried.task_args))) == [6], "the stored arguments, again"
+        assert LostTask.objects.get(task_id=doomed.id).retried_task_id == new_id
+        assert "lost_tasks" not in {alert.code for alert in get_status().alerts}, "a retried task is not alerted"
+        client.close()
+    finally:
+        redis_only.stop_workers()
+        next(monitors, None)
+
+
+def _lost_counted(got: dict) -> bool:
+    return any(
+        name == "celery_tasks_total" and dict(pairs).get("state") == "lost" and value == 1
+        for (name, pairs), value in got.items()
+    )
