@@ -270,13 +270,28 @@ def _total_rows(backend: str) -> list[dict]:
     return [{"key": key, **total} for key, total in sorted(merged.items())]
 
 
-def task_rollup_metrics(backend: str) -> list[Family]:
+@dataclass(frozen=True)
+class Rendered:
+    """Families already in the text format (kept in the cache as text: rendering is most of the cost)."""
+
+    name: str
+    body: str
+
+    def text(self) -> str:
+        return self.body
+
+
+def task_rollup_metrics(backend: str) -> list[Rendered]:
     """celery_tasks_total{state}, celery_task_runtime_seconds and celery_task_wait_seconds by task
-    name and queue (and worker with DD_ANALYTICS_METRICS_BY_WORKER), from the totals tier."""
-    rows = _cached(
-        f"{ANALYTICS_CACHE_KEY}:totals:{backend}:{settings.ANALYTICS_METRICS_BY_WORKER}", lambda: _total_rows(backend)
-    )
-    names = ["task", "queue", "worker"] if settings.ANALYTICS_METRICS_BY_WORKER else ["task", "queue"]
+    name and queue (and worker with DD_ANALYTICS_METRICS_BY_WORKER), from the totals tier: one
+    query, rendered once per ANALYTICS_CACHE_SECONDS."""
+    by_worker = settings.ANALYTICS_METRICS_BY_WORKER
+    key = f"{ANALYTICS_CACHE_KEY}:totals:{backend}:{by_worker}"
+    return [Rendered("celery_tasks", _cached(key, lambda: _render_totals(backend, by_worker)))]
+
+
+def _render_totals(backend: str, by_worker: bool) -> str:
+    names = ["task", "queue", "worker"] if by_worker else ["task", "queue"]
     counter = Family(
         "celery_tasks_total",
         "Task events counted by the event monitor since it first ran, by outcome (state), task name and queue.",
@@ -286,19 +301,24 @@ def task_rollup_metrics(backend: str) -> list[Family]:
         "celery_task_runtime_seconds", "Task runtimes (started to succeeded or failed), in seconds.", "histogram"
     )
     wait = Family("celery_task_wait_seconds", "Task waits from received to started, in seconds.", "histogram")
+    parts = {family.name: [family.text()] for family in (counter, runtime, wait)}  # HELP and TYPE
     bounds = [*(repr(bound) for bound in histograms.BOUNDS), "+Inf"]
-    for row in rows:
-        labels = (("backend", backend), *zip(names, row["key"], strict=True))
-        for state in TASK_STATES:
-            counter.samples.append(("", (*labels, ("state", state)), row[state]))
-        for family, counts, total in (
-            (runtime, row["runtime"], row["runtime_sum"]),
-            (wait, row["wait"], row["wait_sum"]),
+    for row in _total_rows(backend):
+        labels = f'backend="{_escape_label(backend)}",' + ",".join(
+            f'{name}="{_escape_label(value)}"' for name, value in zip(names, row["key"], strict=True)
+        )
+        parts[counter.name] += [
+            f'celery_tasks_total{{{labels},state="{state}"}} {_value(row[state])}\n' for state in TASK_STATES
+        ]
+        for name, counts, total in (
+            (runtime.name, row["runtime"], row["runtime_sum"]),
+            (wait.name, row["wait"], row["wait_sum"]),
         ):
             cumulative = histograms.cumulative(counts)
-            family.samples += [("_bucket", (*labels, ("le", le)), n) for le, n in zip(bounds, cumulative, strict=True)]
-            family.samples += [("_sum", labels, total), ("_count", labels, cumulative[-1])]
-    return [counter, runtime, wait]
+            lines = parts[name]
+            lines += [f'{name}_bucket{{{labels},le="{le}"}} {n}.0\n' for le, n in zip(bounds, cumulative, strict=True)]
+            lines.append(f"{name}_sum{{{labels}}} {_value(total)}\n{name}_count{{{labels}}} {cumulative[-1]}.0\n")
+    return "".join("".join(lines) for lines in parts.values())
 
 
 def detection_metrics(broker: Broker) -> list[Gauge]:
@@ -389,7 +409,7 @@ def monitor_metrics(backend: str) -> list[Gauge | Family]:
     return families
 
 
-def analytics_metrics(broker: Broker | None) -> Iterator[Gauge | Family]:
+def analytics_metrics(broker: Broker | None) -> Iterator[Gauge | Family | Rendered]:
     """The task analytics families; left out (and logged) when the database does not answer."""
     broker = broker or get_broker()
     try:
