@@ -91,6 +91,10 @@ class Delta:
         self.wait = [0] * SIZE
         self.publish = [0] * SIZE
 
+    @property
+    def empty(self) -> bool:
+        return not (any(self.counts) or any(self.runtime) or any(self.wait) or any(self.publish))
+
     def add(self, other: "Delta") -> None:
         for index, value in enumerate(other.counts):
             self.counts[index] += value
@@ -229,18 +233,33 @@ class Rollups:
                         float(event.get("local_received") or 0.0),
                     )
 
-    def _delta(self, event: dict, name: str, queue: str, worker: str) -> Delta:
+    def _key(self, event: dict, name: str, queue: str, worker: str) -> tuple:
         minute = int(event.get("local_received") or event.get("timestamp") or 0) // 60 * 60
-        key = (minute, name, queue, worker if self.by_worker else "")
+        return (minute, name, queue, worker if self.by_worker else "")
+
+    def _pending_at(self, key: tuple) -> Delta:
         delta = self._pending.minutes.get(key)
         if delta is None:
             delta = self._pending.minutes[key] = Delta()
         return delta
 
+    def _delta(self, event: dict, name: str, queue: str, worker: str) -> Delta:
+        return self._pending_at(self._key(event, name, queue, worker))
+
     def _sent(self, task_id: str, event: dict) -> None:
         task = self.tracker.task(task_id)
         task.name = str(event.get("name") or task.name)
-        task.queue = str(event.get("queue") or event.get("routing_key") or task.queue)
+        queue = str(event.get("queue") or event.get("routing_key") or task.queue)
+        if queue != task.queue and task.counted is not None:
+            # The worker's task-received came first (the publisher's event raced it): move its
+            # count to the queue, if it is not written yet.
+            counted = self._pending.minutes.get(task.counted)
+            if counted is not None and counted.counts[RECEIVED] > 0:
+                counted.counts[RECEIVED] -= 1
+                minute, name, _, worker = task.counted
+                self._pending_at((minute, name, queue, worker)).counts[RECEIVED] += 1
+            task.counted = None
+        task.queue = queue
         task.sent = float(event.get("timestamp") or 0.0)
 
     def _received(self, task_id: str, event: dict) -> None:
@@ -257,7 +276,9 @@ class Rollups:
             self.tracker.stop(task_id, task)  # redelivered
         worker = str(event.get("hostname") or "")
         task.worker = worker
-        self._delta(event, task.name, task.queue, worker).counts[RECEIVED] += 1
+        key = self._key(event, task.name, task.queue, worker)
+        self._pending_at(key).counts[RECEIVED] += 1
+        task.counted = key if not task.queue else None  # task-sent may still name the queue
 
     def _started(self, task_id: str, event: dict) -> None:
         task = self.tracker.get(task_id)
@@ -388,6 +409,8 @@ def tier_deltas(taken: Taken, by_worker: bool) -> dict[tuple, Delta]:
         mine.add(delta)
 
     for (minute, name, queue, worker), delta in taken.minutes.items():
+        if delta.empty:
+            continue  # a count moved to another key (Rollups._sent)
         name, queue, worker = name[:255], queue[:255], worker[:255]
         into((TaskRollup.Period.MINUTE, _at(minute), name, queue, ""), delta)
         into((TaskRollup.Period.HOUR, _at(minute // 3600 * 3600), name, queue, ""), delta)

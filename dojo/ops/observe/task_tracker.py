@@ -26,7 +26,7 @@ MAX_REMEMBERED_PIDS = 8  # a worker's former process ids remembered, with when e
 class TrackedTask:
     """One task id's state between events (times are epoch seconds, the sender's clock)."""
 
-    __slots__ = ("name", "queue", "received", "retries", "sent", "started", "worker", "worker_pid")
+    __slots__ = ("counted", "name", "queue", "received", "retries", "sent", "started", "worker", "worker_pid")
 
     def __init__(self) -> None:
         self.name = ""
@@ -37,6 +37,7 @@ class TrackedTask:
         self.sent = 0.0  # publish time; 0 = unknown
         self.received = 0.0
         self.started = 0.0  # 0 = not running
+        self.counted: tuple | None = None  # the rollup key its task-received was counted under
 
 
 class WorkerLife:

@@ -228,3 +228,17 @@ def test_lost_tasks_follow_the_workers_life_without_false_positives():
     assert lost["restarted@h"].gone_at == t0 + 3  # the new process's first beat
     assert state.check_lost(t0 + 17, grace=10) == []  # found once (blip@h went quiet at t0 + 11: in its grace)
     assert sum(delta.counts[rollups.LOST] for delta in state.take().minutes.values()) == 2
+
+
+def test_a_task_sent_event_that_comes_after_task_received_still_gives_the_queue():
+    """The publisher's task-sent and the worker's task-received travel separately: when the
+    worker's arrives first, its count moves to the queue the task-sent names."""
+    state = Rollups()
+    now = time.time()
+    base = {"uuid": "x", "hostname": "w1@h", "local_received": now, "timestamp": now}
+    state.handle("task-received", {**base, "name": "t.one"})
+    state.handle("task-sent", {**base, "name": "t.one", "queue": "q1", "hostname": "web@h"})
+    state.handle("task-started", base)
+    state.handle("task-succeeded", {**base, "runtime": 0.1})
+    kept = {key[2]: delta.counts[:3] for key, delta in state.take().minutes.items() if any(delta.counts)}
+    assert kept == {"q1": [1, 1, 1]}
