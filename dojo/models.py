@@ -203,6 +203,8 @@ class CeleryAuditLog(models.Model):
             ("terminate_task", "Can terminate running Celery tasks"),
             ("run_periodic_task", "Can run periodic tasks now"),
             ("toggle_periodic_task", "Can enable and disable periodic tasks"),
+            ("apply_task", "Can enqueue any registered Celery task"),
+            ("delete_results", "Can delete stored Celery task results"),
         ]
 
     def __str__(self) -> str:
