@@ -1,6 +1,12 @@
 from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from dojo.api_v2.analytics import (
+    CeleryFailureGroupsView,
+    CeleryTaskAnalyticsView,
+    CeleryTaskDetailAnalyticsView,
+    CeleryThroughputView,
+)
 from dojo.api_v2.controls import (
     CeleryQueuePauseView,
     CeleryQueuePurgeTaskView,
@@ -41,6 +47,10 @@ urlpatterns = [
     path("celery/history/", CeleryHistoryView.as_view(), name="celery_history"),
     path("celery/periodic-tasks/run/", PeriodicTaskRunView.as_view(), name="celery_periodic_run"),
     path("celery/periodic-tasks/enabled/", PeriodicTaskEnabledView.as_view(), name="celery_periodic_enabled"),
+    path("celery/analytics/tasks/", CeleryTaskAnalyticsView.as_view(), name="celery_analytics_tasks"),
+    path("celery/analytics/task/", CeleryTaskDetailAnalyticsView.as_view(), name="celery_analytics_task"),
+    path("celery/analytics/failures/", CeleryFailureGroupsView.as_view(), name="celery_analytics_failures"),
+    path("celery/analytics/throughput/", CeleryThroughputView.as_view(), name="celery_analytics_throughput"),
     path("celery/analytics/detections/", CeleryDetectionsView.as_view(), name="celery_detections"),
     path(
         "celery/analytics/detections/lost-tasks/retry/",
