@@ -1,8 +1,10 @@
-/* A small line chart of the recorded Celery history, drawn as inline SVG without any library.
+/* Small line charts drawn as inline SVG without any library.
  *
- * DojoCeleryChart.draw(container, points, options) replaces the container's content with:
- * one line per series (path.series, one "M"/"L" command per point, a gap where a value is
- * unknown), a time axis, a left axis (messages) and a right axis (workers), and a legend.
+ * DojoCeleryChart.lines(container, options) replaces the container's content with one line per
+ * series (path.series, one "M"/"L" command per point, a gap where a value is unknown), a time
+ * axis, a left axis and, for series marked `right`, a right axis, and a legend.
+ * DojoCeleryChart.draw(container, points, options) is the recorded queue history's chart (queue
+ * length, all queues, workers on the right axis); the analytics pages call lines() directly.
  * Every text is set with textContent: nothing from the data is parsed as markup.
  */
 (function (window) {
@@ -38,23 +40,24 @@
     return Date.parse(String(iso).replace(/(\.\d{3})\d+/, "$1"));
   }
 
-  /* A step of 1, 2 or 5 times a power of ten (at least 1) giving about `count` intervals up to `max`. */
-  function integerStep(max, count) {
+  /* A step of 1, 2 or 5 times a power of ten giving about `count` intervals up to `max` (at least 1 if `integer`). */
+  function niceStep(max, count, integer) {
     if (!(max > 0)) { return 1; }
     var raw = max / count;
     var power = Math.pow(10, Math.floor(Math.log(raw) / Math.LN10));
     var fraction = raw / power;
-    var nice = fraction <= 1 ? 1 : fraction <= 2 ? 2 : fraction <= 5 ? 5 : 10;
-    return Math.max(1, Math.round(nice * power));
+    var nice = (fraction <= 1 ? 1 : fraction <= 2 ? 2 : fraction <= 5 ? 5 : 10) * power;
+    return integer ? Math.max(1, Math.round(nice)) : nice;
   }
 
-  function valueScale(values, top, bottom) {
+  function valueScale(values, top, bottom, integer) {
     var max = 0;
-    values.forEach(function (v) { if (v !== null && v > max) { max = v; } });
-    var step = integerStep(max, 4);
-    var end = Math.max(step, Math.ceil(max / step) * step);
+    values.forEach(function (v) { if (v !== null && v !== undefined && v > max) { max = v; } });
+    var step = niceStep(max, 4, integer);
+    var count = Math.max(1, Math.ceil(max / step - 1e-9));
+    var end = count * step;
     var ticks = [];
-    for (var v = 0; v <= end; v += step) { ticks.push(v); }
+    for (var i = 0; i <= count; i++) { ticks.push(+(i * step).toPrecision(12)); }
     return {
       ticks: ticks,
       y: function (value) { return bottom - (value / end) * (bottom - top); }
@@ -117,25 +120,22 @@
   }
 
   /*
-   * points: the history points, oldest first; options: {start, end (ms), queue (default queue name)}.
+   * options: times (ms, one per point, oldest first), start and end (ms, the span shown),
+   * series [{key, cls, label, values (one per time, null where unknown), right (on the right axis)}],
+   * title, left / right (the axes' labels), format / rightFormat (a tick's text; String by default),
+   * integer / rightInteger (whole-number ticks), empty (the text shown when there are no times).
    * Returns the SVG element, or null when there is nothing to draw (the container then says so).
    */
-  function draw(container, points, options) {
+  function lines(container, options) {
     while (container.firstChild) { container.removeChild(container.firstChild); }
-    if (!points.length) {
+    var times = options.times;
+    if (!times.length) {
       var empty = window.document.createElement("p");
       empty.className = "muted chart-empty";
-      empty.textContent = "No history recorded yet";
+      empty.textContent = options.empty || "No data";
       container.appendChild(empty);
       return null;
     }
-    var queue = options.queue;
-    var names = {};
-    points.forEach(function (p) {
-      Object.keys(p.queue_lengths || {}).forEach(function (name) { names[name] = true; });
-    });
-    var several = Object.keys(names).length > 1;
-    var times = points.map(function (p) { return parseTime(p.created_at); });
     var start = Math.min(options.start, times[0]);
     var end = Math.max(options.end, times[times.length - 1]);
     if (end <= start) { end = start + MINUTE; }
@@ -148,6 +148,63 @@
     var bottom = HEIGHT - MARGIN.bottom;
     var xs = times.map(function (t) { return left + (t - start) / (end - start) * (right - left); });
 
+    function valuesOf(onRight) {
+      var values = [];
+      options.series.forEach(function (s) { if (!s.right === !onRight) { values = values.concat(s.values); } });
+      return values;
+    }
+    var leftScale = valueScale(valuesOf(false), top, bottom, options.integer);
+    var rightScale = options.right ? valueScale(valuesOf(true), top, bottom, options.rightInteger) : null;
+    var format = options.format || String;
+
+    var svg = el("svg", { "class": "chart", viewBox: "0 0 " + width + " " + HEIGHT, role: "img",
+      "aria-label": options.title });
+    svg.appendChild(el("title", {}, options.title));
+
+    var axes = el("g", { "class": "axes" });
+    leftScale.ticks.forEach(function (v) {
+      var y = leftScale.y(v);
+      axes.appendChild(el("line", { "class": "grid", x1: left, y1: y, x2: right, y2: y }));
+      axes.appendChild(el("text", { "class": "tick", x: left - 6, y: y + 4, "text-anchor": "end" }, format(v)));
+    });
+    if (rightScale) {
+      var rightFormat = options.rightFormat || String;
+      rightScale.ticks.forEach(function (v) {
+        var y = rightScale.y(v);
+        axes.appendChild(el("line", { "class": "tick-mark", x1: right, y1: y, x2: right + 4, y2: y }));
+        axes.appendChild(el("text", { "class": "tick", x: right + 7, y: y + 4, "text-anchor": "start" },
+          rightFormat(v)));
+      });
+      axes.appendChild(el("line", { "class": "axis", x1: right, y1: top, x2: right, y2: bottom }));
+      axes.appendChild(el("text", { "class": "axis-label", x: width - 2, y: top - 10, "text-anchor": "end" },
+        options.right));
+    }
+    timeTicks(start, end).forEach(function (tick) {
+      var x = left + (tick.time - start) / (end - start) * (right - left);
+      axes.appendChild(el("line", { "class": "tick-mark", x1: x, y1: bottom, x2: x, y2: bottom + 4 }));
+      axes.appendChild(el("text", { "class": "tick", x: x, y: bottom + 17, "text-anchor": "middle" }, tick.label));
+    });
+    axes.appendChild(el("line", { "class": "axis", x1: left, y1: top, x2: left, y2: bottom }));
+    axes.appendChild(el("line", { "class": "axis", x1: left, y1: bottom, x2: right, y2: bottom }));
+    axes.appendChild(el("text", { "class": "axis-label", x: 2, y: top - 10, "text-anchor": "start" }, options.left));
+    svg.appendChild(axes);
+
+    var group = el("g", { "class": "lines" });
+    options.series.forEach(function (s) { seriesPath(group, s, xs, s.right ? rightScale.y : leftScale.y); });
+    svg.appendChild(group);
+
+    container.appendChild(svg);
+    legend(svg, options.series);  // in the document, so the labels can be measured
+    return svg;
+  }
+
+  /* The queue history: points oldest first; options: {start, end (ms), queue (default queue name)}. */
+  function draw(container, points, options) {
+    var queue = options.queue;
+    var names = {};
+    points.forEach(function (p) {
+      Object.keys(p.queue_lengths || {}).forEach(function (name) { names[name] = true; });
+    });
     var series = [{
       key: "queue", cls: "series-queue", label: "Queue " + queue,
       values: points.map(function (p) {
@@ -155,7 +212,7 @@
         return v === undefined ? null : v;
       })
     }];
-    if (several) {
+    if (Object.keys(names).length > 1) {
       series.push({
         key: "total", cls: "series-total", label: "All queues",
         values: points.map(function (p) {
@@ -168,54 +225,17 @@
         })
       });
     }
-    var workers = {
-      key: "workers", cls: "series-workers", label: "Workers (right axis)",
+    series.push({
+      key: "workers", cls: "series-workers", label: "Workers (right axis)", right: true,
       values: points.map(function (p) { return p.workers; })
-    };
-
-    var messageValues = [];
-    series.forEach(function (s) { messageValues = messageValues.concat(s.values); });
-    var messages = valueScale(messageValues, top, bottom);
-    var workerScale = valueScale(workers.values, top, bottom);
-
-    var svg = el("svg", {
-      "class": "chart", viewBox: "0 0 " + width + " " + HEIGHT, role: "img",
-      "aria-label": "Queue length and workers over time"
     });
-    svg.appendChild(el("title", {}, "Queue length and workers over time"));
-
-    var axes = el("g", { "class": "axes" });
-    messages.ticks.forEach(function (v) {
-      var y = messages.y(v);
-      axes.appendChild(el("line", { "class": "grid", x1: left, y1: y, x2: right, y2: y }));
-      axes.appendChild(el("text", { "class": "tick", x: left - 6, y: y + 4, "text-anchor": "end" }, String(v)));
+    return lines(container, {
+      times: points.map(function (p) { return parseTime(p.created_at); }),
+      start: options.start, end: options.end, series: series,
+      title: "Queue length and workers over time", left: "messages", right: "workers",
+      integer: true, rightInteger: true, empty: "No history recorded yet"
     });
-    workerScale.ticks.forEach(function (v) {
-      var y = workerScale.y(v);
-      axes.appendChild(el("line", { "class": "tick-mark", x1: right, y1: y, x2: right + 4, y2: y }));
-      axes.appendChild(el("text", { "class": "tick", x: right + 7, y: y + 4, "text-anchor": "start" }, String(v)));
-    });
-    timeTicks(start, end).forEach(function (tick) {
-      var x = left + (tick.time - start) / (end - start) * (right - left);
-      axes.appendChild(el("line", { "class": "tick-mark", x1: x, y1: bottom, x2: x, y2: bottom + 4 }));
-      axes.appendChild(el("text", { "class": "tick", x: x, y: bottom + 17, "text-anchor": "middle" }, tick.label));
-    });
-    axes.appendChild(el("line", { "class": "axis", x1: left, y1: top, x2: left, y2: bottom }));
-    axes.appendChild(el("line", { "class": "axis", x1: right, y1: top, x2: right, y2: bottom }));
-    axes.appendChild(el("line", { "class": "axis", x1: left, y1: bottom, x2: right, y2: bottom }));
-    axes.appendChild(el("text", { "class": "axis-label", x: 2, y: top - 10, "text-anchor": "start" }, "messages"));
-    axes.appendChild(el("text", { "class": "axis-label", x: width - 2, y: top - 10, "text-anchor": "end" }, "workers"));
-    svg.appendChild(axes);
-
-    var lines = el("g", { "class": "lines" });
-    series.forEach(function (s) { seriesPath(lines, s, xs, messages.y); });
-    seriesPath(lines, workers, xs, workerScale.y);
-    svg.appendChild(lines);
-
-    container.appendChild(svg);
-    legend(svg, series.concat([workers]));  // in the document, so the labels can be measured
-    return svg;
   }
 
-  window.DojoCeleryChart = { draw: draw, parseTime: parseTime };
+  window.DojoCeleryChart = { draw: draw, lines: lines, parseTime: parseTime };
 }(window));
