@@ -87,8 +87,12 @@ class TaskRevokeSerializer(serializers.Serializer):
 
 class TaskApplyRequestSerializer(serializers.Serializer):
     task_name = NameField(max_length=255, help_text="A task name a live worker of the backend has registered.")
-    args = serializers.ListField(child=serializers.JSONField(), default=list, help_text="Positional arguments (JSON).")
-    kwargs = serializers.DictField(child=serializers.JSONField(), default=dict, help_text="Keyword arguments (JSON).")
+    args = serializers.ListField(
+        child=serializers.JSONField(allow_null=True), default=list, help_text="Positional arguments (JSON)."
+    )
+    kwargs = serializers.DictField(
+        child=serializers.JSONField(allow_null=True), default=dict, help_text="Keyword arguments (JSON)."
+    )
     queue = NameField(
         max_length=QUEUE_NAME_MAX_LENGTH,
         required=False,

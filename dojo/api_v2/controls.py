@@ -311,8 +311,14 @@ class CeleryTaskApplyView(CeleryControlView):
     request_serializer = TaskApplyRequestSerializer
     response_serializer = TaskApplySerializer
     target_fields = ("task_name", "queue")  # never the arguments: task data
-    refusals = {NotRegistered: (400, "task_name"), ApplyUnknownQueue: (400, "queue"), BadArguments: (400, "args")}
+    # A name no live worker registered, a queue nobody configured or consumes: not found (the body names which).
+    refusals = {NotRegistered: (404, "task_name"), ApplyUnknownQueue: (404, "queue"), BadArguments: (400, "args")}
     summary = "Enqueue a registered task: JSON args and kwargs, a queue, a countdown or ETA, a priority"
+    extra_responses = {
+        404: OpenApiResponse(
+            ErrorSerializer, description="No live worker registered the task name, or no such queue (the body says)."
+        )
+    }
 
     def perform(self, request: Request, data: dict, backend: Broker) -> ApplyResult:
         return apply_task(

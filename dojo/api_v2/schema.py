@@ -49,6 +49,16 @@ class ErrorSchema(OpenApiSerializerExtension):
         }
 
 
+class TaskApplyRequestSchema(OpenApiSerializerExtension):
+    """The apply body says in the schema what its validation refuses: a countdown and an ETA together."""
+
+    target_class = "dojo.api_v2.control_serializers.TaskApplyRequestSerializer"
+
+    def map_serializer(self, auto_schema: AutoSchema, direction: str) -> dict:
+        schema = auto_schema._map_basic_serializer(self.target, direction)
+        return {**schema, "not": {"required": ["countdown", "eta"]}}
+
+
 class ErrorsAutoSchema(AutoSchema):
     """Documents the error answers DRF and dojo.api_v2.exceptions give for every operation."""
 

@@ -68,19 +68,19 @@ def test_a_registered_task_runs_with_its_arguments_queue_and_countdown(fleet, ap
     assert not any(str(out) in row.detail or str(out) in row.target for row in rows), "arguments are task data"
 
     refusals = [
-        ({"task_name": "dojo.tasks.nope"}, "task_name"),
-        ({"task_name": "dojo.tasks.add", "queue": "nobody-consumes-this"}, "queue"),
-        ({"task_name": "dojo.tasks.add", "args": {"x": 1}}, "args"),
-        ({"task_name": "dojo.tasks.add", "kwargs": [1]}, "kwargs"),
-        ({"task_name": "dojo.tasks.add", "args": ["x" * 70000]}, "args"),
-        ({"task_name": "dojo.tasks.add", "countdown": 5, "eta": "2030-01-01T00:00:00Z"}, "eta"),
-        ({"task_name": "dojo.tasks.add", "priority": 256}, "priority"),
-        ({"task_name": "dojo.tasks.add", "countdown": -1}, "countdown"),
-        ({"task_name": ""}, "task_name"),
+        ({"task_name": "dojo.tasks.nope"}, 404, "task_name"),
+        ({"task_name": "dojo.tasks.add", "queue": "nobody-consumes-this"}, 404, "queue"),
+        ({"task_name": "dojo.tasks.add", "args": {"x": 1}}, 400, "args"),
+        ({"task_name": "dojo.tasks.add", "kwargs": [1]}, 400, "kwargs"),
+        ({"task_name": "dojo.tasks.add", "args": ["x" * 70000]}, 400, "args"),
+        ({"task_name": "dojo.tasks.add", "countdown": 5, "eta": "2030-01-01T00:00:00Z"}, 400, "eta"),
+        ({"task_name": "dojo.tasks.add", "priority": 256}, 400, "priority"),
+        ({"task_name": "dojo.tasks.add", "countdown": -1}, 400, "countdown"),
+        ({"task_name": ""}, 400, "task_name"),
     ]
-    for sent_body, field in refusals:
+    for sent_body, expected, field in refusals:
         code, answer = apply(api, **sent_body)
-        assert code == 400 and field in answer, (sent_body, code, answer)
+        assert code == expected and field in answer, (sent_body, code, answer)
     refused = CeleryAuditLog.objects.filter(action="apply_task", result="refused").count()
     assert refused == len(refusals)
 
@@ -103,8 +103,9 @@ def test_apply_needs_its_permission_and_a_post(client, settings):
 
     granted = make_user("applier", staff=True, permissions=("apply_task",))
     client.force_login(granted)
-    response = client.post(APPLY, json.dumps({"task_name": "dojo.tasks.add"}), content_type="application/json")
-    assert response.status_code != 403, response.json()  # past the permission: the name is looked up
+    body = {"task_name": "dojo.tasks.add", "args": [None], "kwargs": {"x": None}}  # JSON null is an argument too
+    response = client.post(APPLY, json.dumps(body), content_type="application/json")
+    assert response.status_code == 404 and "task_name" in response.json(), response.json()  # valid: name looked up
     assert "apply-form" in client.get(PAGE).content.decode()
     settings.CELERY_READ_ONLY = True
     admin = make_user("root", staff=True, superuser=True)
