@@ -1,7 +1,7 @@
 from django.contrib import admin
 from django.urls import path
 
-from dojo.celery_panel import apply, dashboard, views
+from dojo.celery_panel import analytics, apply, dashboard, views
 
 app_name = "celery_panel"
 
@@ -16,6 +16,9 @@ urlpatterns = [
     path("queues/<path:queue_name>/", admin.site.admin_view(views.queue_detail), name="queue_detail"),
     path("periodic-tasks/", admin.site.admin_view(views.periodic_tasks), name="periodic_tasks"),
     path("dashboard/", admin.site.admin_view(dashboard.dashboard), name="dashboard"),
+    path("analytics/", admin.site.admin_view(analytics.analytics), name="analytics"),
+    path("analytics/task/", admin.site.admin_view(analytics.analytics_task), name="analytics_task"),
+    path("analytics/failures/", admin.site.admin_view(analytics.analytics_failures), name="analytics_failures"),
     path("", admin.site.admin_view(views.overview), name="overview"),
     path("configuration/", admin.site.admin_view(views.configuration), name="configuration"),
 ]

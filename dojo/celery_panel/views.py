@@ -13,6 +13,7 @@ from django.contrib import admin
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
 
+from dojo.celery_panel.analytics import overview_throughput
 from dojo.celery_panel.backends.workers import offline_row, worker_row
 from dojo.celery_panel.conf import backend, panel_settings
 from dojo.celery_panel.configuration import celery_settings
@@ -120,26 +121,30 @@ def _declared(
 
 
 def overview(request: HttpRequest) -> HttpResponse:
-    """Workers, recent activity, queues, registered and periodic tasks: at most one broadcast round."""
+    """Workers, recent activity and throughput, queues, registered and periodic tasks: at most one
+    broadcast round."""
     status = get_status()
     read_at = datetime.fromtimestamp(status.read_at, tz=UTC)
     seen = seen_workers()
     workers = [worker_row(name, reply, read_at) for name, reply in sorted(status.worker_replies.items())]
     workers += [offline_row(row) for name, row in sorted(seen.items()) if name not in status.worker_replies]
     periodic_backend = backend("periodic_tasks")
+    throughput, throughput_error = overview_throughput(DEFAULT_ALIAS)
     return _declared(
         request,
         "celery_panel/overview.html",
         "Celery overview",
         "Overview",
-        "the cached status document (one dojo_status broadcast), django-celery-results and "
-        + type(periodic_backend).__name__,
+        "the cached status document (one dojo_status broadcast), django-celery-results, the event "
+        "monitor's minute rollups and " + type(periodic_backend).__name__,
         status=status,
         workers=workers,
         online_count=sum(row.online for row in workers),
         offline_count=sum(not row.online for row in workers),
         activity=recent_activity(),
         activity_window=ACTIVITY_WINDOW,
+        throughput=throughput,
+        throughput_error=throughput_error,
         periodic=periodic_backend.get_periodic_tasks(),
     )
 
