@@ -177,23 +177,22 @@ def percent_text(value: float | None) -> str:
 
 def spark_path(values: list[float | int | None], width: int = SPARK_WIDTH, height: int = SPARK_HEIGHT) -> str:
     """An SVG path of `values` scaled to `width` x `height` (the largest at the top, 0 at the
-    bottom); an unknown value breaks the line. "" when no value is known."""
+    bottom); an unknown value breaks the line and a value alone between unknown ones is a dot
+    (a zero-length segment, drawn with round caps). "" when no value is known."""
     known = [value for value in values if value is not None]
     if not known:
         return ""
     top = max(known) or 1
     step = width / max(1, len(values) - 1)
-    parts: list[str] = []
-    pen_down = False
+    runs: list[list[str]] = [[]]
     for index, value in enumerate(values):
         if value is None:
-            pen_down = False
+            runs.append([])
             continue
-        x = index * step
-        y = height - 1 - (value / top) * (height - 2)
-        parts.append(f"{'L' if pen_down else 'M'}{x:.1f} {y:.1f}")
-        pen_down = True
-    return " ".join(parts)
+        runs[-1].append(f"{index * step:.1f} {height - 1 - (value / top) * (height - 2):.1f}")
+    return " ".join(
+        f"M{run[0]} " + (" ".join(f"L{point}" for point in run[1:]) if len(run) > 1 else "h0.01") for run in runs if run
+    )
 
 
 def _times(points: list[datetime]) -> list[str]:
@@ -252,7 +251,10 @@ def _render(
         "backend_name": "Task analytics",
         "data_source": "the event monitor's rollups (TaskRollup, FailureRollup) and django-celery-results",
         "backend": broker,
-        "backends": list(configured_brokers()),
+        "backends": [
+            {"alias": alias, "url": _with(request.GET, backend=alias), "current": broker and alias == broker.alias}
+            for alias in configured_brokers()
+        ],
         "task_data_hidden": not may_see_task_data(request.user),
         "data_hidden_note": DATA_HIDDEN,
         **context,

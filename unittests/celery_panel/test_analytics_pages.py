@@ -14,6 +14,7 @@ from django.test import Client
 from django.urls import reverse
 from django_celery_results.models import TaskResult
 
+from dojo.celery_panel.analytics import spark_path
 from dojo.models import FailureRollup, TaskRollup
 from dojo.ops import histograms
 from dojo.ops.fleet.clock import database_now
@@ -286,6 +287,42 @@ def test_unknown_name_is_a_404_page_and_bad_parameters_a_400_naming_the_field(st
         assert f'data-field="{field}"' in page, (url, params)
         assert "<script>" not in page.split('id="bad-parameter"')[1].split("</p>")[0]
     assert "window: '2h' is not one of 1h, 24h, 7d, 30d." in html.unescape(get(staff, TABLE, 400, window="2h"))
+
+
+@pytest.mark.django_db
+def test_an_odd_task_name_links_to_its_page_and_its_failures(staff):
+    odd = 'odd/<b>&"name" ü'
+    rollup(odd, minute(5), runtimes=[0.04], succeeded=1)
+    failure(odd, "ValueError", 1, minute(5), "t-odd", "marker-odd")
+    table = get(staff, TABLE)
+    assert "<b>" not in table and names(table) == [html.escape(odd)]
+    link = html.unescape(re.search(r'<a href="([^"]+)" class="task-name-link">', table).group(1))
+    assert link.startswith(TASK + "?task_name=odd%2F%3Cb%3E%26%22name%22+")
+    page = staff.get(link)
+    assert page.status_code == 200 and re.search(r'data-count="runs">1<', page.content.decode())
+    failures = get(staff, FAILURES, task_name=odd)
+    assert "ValueError" in failures and "<b>" not in failures
+
+
+@pytest.mark.django_db
+def test_the_backend_switch_shows_each_backends_rows_and_keeps_the_other_parameters(staff, settings):
+    settings.CELERY_BACKENDS = {"second": {"broker_url": "memory://"}}
+    rollup("mail.send", minute(5), runtimes=[0.04], succeeded=1)
+    other = rollup("reports.build", minute(5), runtimes=[2.0], succeeded=3)
+    TaskRollup.objects.filter(pk=other.pk).update(backend="second")
+    assert names(get(staff, TABLE)) == ["mail.send"]
+    second = get(staff, TABLE, backend="second", window="1h", sort="task_name")
+    assert names(second) == ["reports.build"]
+    assert 'href="?backend=default&amp;window=1h&amp;sort=task_name" data-backend-link="default"' in second
+    assert f'href="{TASK}?task_name=reports.build&amp;window=1h&amp;backend=second"' in second
+    assert get(staff, TASK, 404, task_name="reports.build")  # not on the main backend
+    assert 'data-count="runs">3<' in get(staff, TASK, task_name="reports.build", backend="second")
+
+
+def test_sparklines_break_at_unknown_values_and_dot_lone_ones():
+    assert spark_path([0, 1, None, 3, None, None]) == "M0.0 21.0 L24.0 14.3 M72.0 1.0 h0.01"
+    assert spark_path([0, 0, 0]) == "M0.0 21.0 L60.0 21.0 L120.0 21.0"  # all zero: flat at the bottom
+    assert spark_path([None, None]) == ""
 
 
 @pytest.mark.django_db
