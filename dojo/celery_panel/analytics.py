@@ -23,6 +23,7 @@ from django.urls import reverse
 
 from dojo.celery_panel.sorting import Header, SortedTable
 from dojo.ops.brokers.registry import DEFAULT_ALIAS, Broker, UnknownBroker, configured_brokers, get_broker
+from dojo.ops.durations import duration_words
 from dojo.ops.read_models import analytics as read_model
 from dojo.ops.redaction import mask_repr, redact
 from dojo.permissions import may_see_task_data
@@ -387,6 +388,7 @@ def analytics(request: HttpRequest) -> HttpResponse:
         title,
         broker,
         table=table,
+        point_words=duration_words(table.point_seconds),
         headers=_headers(request.GET, sort),
         rows=rows,
         window=window,
@@ -426,6 +428,7 @@ def analytics_task(request: HttpRequest) -> HttpResponse:
         title,
         broker,
         detail=detail,
+        point_words=duration_words(detail.point_seconds),
         stats=detail.stats,
         figures=Figures(detail.stats),
         runtime_sum=seconds_text(detail.stats.runtime_sum),
