@@ -151,7 +151,7 @@ def test_task_table_figures_sorts_links_and_window_switch(staff):
 
     hour_page = get(staff, TABLE, window="1h")
     assert names(hour_page) == ["mail.send", "images.resize"]
-    assert "one point every 1 minute," in hour_page and "one point every 30 minutes," in page
+    assert "one point every 1 minute)" in hour_page and "one point every 30 minutes)" in page
     assert 'data-window="1h" class="current"' in hour_page
     assert 'href="?window=7d"' in hour_page
     assert names(get(staff, TABLE, window="7d")) == ["old.cleanup"]  # the hour rows (none written for the rest)
