@@ -6,14 +6,18 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from datetime import timedelta
 
 from django.core.cache import cache
 from django.db import DatabaseError
 from kombu import Connection, Consumer, Producer
-from kombu.exceptions import ChannelError
+from kombu.exceptions import ChannelError, ContentDisallowed, DecodeError
+from kombu.message import Message
 from kombu.pidbox import Mailbox
+from kombu.serialization import prepare_accept_content
+from kombu.transport.redis import Channel as RedisChannel
+from kombu.utils.json import loads
 
 from dojo.celery import app
 from dojo.models import CeleryProcess, MonitoredWorker, MonitorHeartbeat
@@ -49,6 +53,10 @@ FREQUENT_COMMANDS = tuple(command for command in INSPECT_COMMANDS if command not
 RARE_ANSWERS_CACHE_KEY = "dojo.ops.rare_answers"
 RARE_ROUND_CACHE_KEY = "dojo.ops.rare_round"
 RARE_ANSWERS_MAX_WORKERS = 5000  # the remembered answers are bounded per fleet
+# Redis: replies are popped this many at a time per priority list (RPOP with a count), waiting at
+# most REPLY_WAIT_SECONDS per BRPOP when none is there (well within the bounded socket timeout).
+REPLY_BATCH = 500
+REPLY_WAIT_SECONDS = 0.1
 
 logger = logging.getLogger(__name__)
 
@@ -325,6 +333,9 @@ def _drain(conn: Connection, box: Mailbox, sent: dict[str, tuple[str, int | None
     channel = conn.default_channel
     queue = box.reply_queue
     try:
+        if isinstance(channel, RedisChannel):
+            _pop_replies(channel, queue.name, box.accept, on_message, complete, deadline)
+            return replies
         with Consumer(channel, [queue], accept=box.accept, no_ack=True, callbacks=[on_message]):
             while not complete():
                 remaining = deadline - time.monotonic()
@@ -337,6 +348,43 @@ def _drain(conn: Connection, box: Mailbox, sent: dict[str, tuple[str, int | None
     finally:
         channel.after_reply_message_received(queue.name)
     return replies
+
+
+def _pop_replies(
+    channel: RedisChannel,
+    queue_name: str,
+    accept: Collection[str],
+    on_message: Callable[[dict, Message], None],
+    complete: Callable[[], bool],
+    deadline: float,
+) -> None:
+    """Redis: the reply queue's messages popped in batches (every priority list in one pipeline)
+    rather than one BRPOP round trip per reply as kombu's consumer takes them: a round of a large
+    fleet drains thousands of replies. A reply that cannot be decoded (a content type not in
+    `accept`) is dropped."""
+    keys = [channel._q_for_pri(queue_name, priority) for priority in channel.priority_steps]
+    content_types = prepare_accept_content(accept)  # as kombu's Consumer takes `accept`
+    with channel.conn_or_acquire() as client:
+        while not complete():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            with client.pipeline(transaction=False) as pipe:
+                for key in keys:
+                    pipe.rpop(key, REPLY_BATCH)
+                popped = [raw for batch in pipe.execute() if batch for raw in batch]
+            if not popped:
+                item = client.brpop(keys, timeout=max(0.01, min(remaining, REPLY_WAIT_SECONDS)))
+                popped = [item[1]] if item else []
+            for raw in popped:
+                message = channel.message_to_python(loads(raw))
+                message.accept = content_types
+                try:
+                    body = message.decode()
+                except (ContentDisallowed, DecodeError) as exc:
+                    logger.warning("Dropped a control reply that could not be decoded: %s", type(exc).__name__)
+                    continue
+                on_message(body, message)
 
 
 def _remembered_expected(
