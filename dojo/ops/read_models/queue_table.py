@@ -133,26 +133,33 @@ def queue_table(
         if error:
             broker_error = f"Ready counts of {', '.join(extra)} (known from the workers) were not read: {error}"
     now = time.time()
-    idle = loads.default_factory()  # the load of a queue no worker holds: one, not one per queue
-    alias, failed, finished = broker.alias, results.failed, results.finished
+    idle = loads.default_factory()  # the load of a queue no worker holds
+    idle_load = (idle.claimed_count, idle.scheduled_count, idle.consumers, None)
+    failed = {queue: count for (alias, queue), count in results.failed.items() if alias == broker.alias}
+    finished = {queue: count for (alias, queue), count in results.finished.items() if alias == broker.alias}
 
     def row(name: str) -> QueueTableRow:
-        load = loads.get(name) or idle
+        # Most of 10,000 queues have no worker load, no blocked task and no result: the shared
+        # idle values, read once, rather than the load's properties per queue.
+        load = loads.get(name)
+        claimed, scheduled, consumers, oldest_eta = (
+            idle_load if load is None else (load.claimed_count, load.scheduled_count, load.consumers, load.oldest_eta)
+        )
         depth = depths.get(name)
         waiting = blocked.get(name)
         stamp = depth.oldest_published_at if depth else None
         return QueueTableRow(
             name=name,
             ready_count=depth.ready if depth else None,
-            claimed_count=load.claimed_count,
-            scheduled_count=load.scheduled_count,
+            claimed_count=claimed,
+            scheduled_count=scheduled,
             blocked_count=waiting.count if waiting else 0,
-            failed_count=failed.get((alias, name), 0),
-            finished_count=finished.get((alias, name), 0),
+            failed_count=failed.get(name, 0),
+            finished_count=finished.get(name, 0),
             paused=name in paused,
             latency_seconds=max(0.0, now - stamp) if stamp is not None else None,
-            live_worker_count=load.consumers,
-            oldest_scheduled_at=load.oldest_eta,
+            live_worker_count=consumers,
+            oldest_scheduled_at=oldest_eta,
             oldest_blocked_at=waiting.oldest_blocked_at if waiting else None,
             sources=sources[name],
         )
