@@ -107,14 +107,25 @@ def _read_once(key: str, not_before: float, broker: Broker, shared_cache: "_Stat
         last = flight.last
         if flight.reads != reads_before and last is not None and last.read_at >= not_before:
             return last  # a read this thread waited for
-        cached = shared_cache.get(key)
-        if cached is not None and cached.read_at >= not_before:
+        cached = _cached_since(shared_cache, key, not_before)
+        if cached is not None:
             return cached  # another process read meanwhile
         status = _read_across_processes(key, not_before, broker, shared_cache)
         flight.last, flight.reads = status, flight.reads + 1
         return status
     finally:
         flight.lock.release()
+
+
+def _cached_since(shared_cache: "_StatusCache", key: str, not_before: float) -> CeleryStatus | None:
+    """The cached document if it was read at or after `not_before`. On a refresh its small summary
+    is asked first, so a document older than the refresh is not unpickled for nothing."""
+    if not_before:
+        summary = shared_cache.get(_summary_key(key))
+        if not isinstance(summary, StatusSummary) or summary.read_at < not_before:
+            return None
+    cached = shared_cache.get(key)
+    return cached if cached is not None and cached.read_at >= not_before else None
 
 
 def _read_across_processes(key: str, not_before: float, broker: Broker, shared_cache: "_StatusCache") -> CeleryStatus:
