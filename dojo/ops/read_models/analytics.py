@@ -16,14 +16,18 @@ connection by the settings). "Now" is the database's clock (dojo.ops.fleet.clock
 unless a caller passes `now`.
 """
 
+import logging
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
-from django.db import NotSupportedError
-from django.db.models import BigIntegerField, Count, F, FloatField, IntegerField, Max, Min, Q, QuerySet, Sum, Value
+from django.conf import settings
+from django.core.cache import cache
+from django.db import NotSupportedError, connection, transaction
+from django.db.models import BigIntegerField, F, FloatField, IntegerField, Max, Min, QuerySet, Sum, Value
 from django.db.models.expressions import Func
 from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import Cast, Coalesce
@@ -31,7 +35,11 @@ from django.db.models.functions import Cast, Coalesce
 from dojo.models import FailureRollup, TaskRollup
 from dojo.ops import histograms
 from dojo.ops.fleet.clock import database_now
+from dojo.ops.fleet.status_cache import CACHE_ERRORS
 from dojo.ops.read_models.stored_results import results_stored
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 WINDOWS: dict[str, int] = {"1h": 3600, "24h": 86400, "7d": 604800, "30d": 2592000}
 DEFAULT_WINDOW = "24h"
@@ -56,6 +64,8 @@ SLOWEST_SCAN = 5000
 MAX_THROUGHPUT_MINUTES = 1440
 FAILURE_GROUPS_LIMIT = 200
 TERMINAL_STATES = ("SUCCESS", "FAILURE")
+SETTLE_SECONDS = 120  # at least: see settled_before()
+POINT_CACHE_SECONDS = 300  # a settled point's sums in the cache; a write the monitor retried late shows after it
 COUNTS = ("succeeded", "failed", "retried", "revoked", "recovered", "critical", "lost")
 
 
@@ -205,6 +215,35 @@ class PointIndex(Func):
         raise NotSupportedError(f"Task analytics read SQLite or PostgreSQL, not {connection.vendor}.")
 
 
+@dataclass(slots=True)
+class Sums:
+    """Rollup rows summed: the counts, the runtime sum and both histograms (and the runtime p95,
+    read once when the sums are, since a settled point's sums are kept in the cache)."""
+
+    counts: dict[str, int]
+    runtime_sum: float
+    runtime: list[int]
+    wait: list[int]
+    runtime_p95: float | None = None
+
+
+def _merged(parts: list[Sums]) -> Sums:
+    """Several Sums added up at once (column by column: the table adds thousands)."""
+    return Sums(
+        counts={name: sum(part.counts[name] for part in parts) for name in COUNTS},
+        runtime_sum=sum(part.runtime_sum for part in parts),
+        runtime=[sum(column) for column in zip(*(part.runtime for part in parts), strict=True)],
+        wait=[sum(column) for column in zip(*(part.wait for part in parts), strict=True)],
+    )
+
+
+def _empty_sums() -> Sums:
+    return Sums(dict.fromkeys(COUNTS, 0), 0.0, histograms.empty(), histograms.empty())
+
+
+PointSums = dict[int, dict[str, Sums]]  # point index -> task name -> its rows of that point summed
+
+
 def _bucket_sums(column: str) -> dict[str, Any]:
     """One SUM per bucket index of a histogram column's JSON lists (a missing index sums 0)."""
     return {
@@ -219,51 +258,181 @@ def _count_sums(names: Iterable[str]) -> dict[str, Any]:
     return {name: Coalesce(Sum(name), Value(0), output_field=BigIntegerField()) for name in names}
 
 
-def _histogram(row: dict[str, Any], column: str) -> list[int]:
-    return [int(row[f"{column}_{index}"]) for index in range(histograms.SIZE)]
-
-
-def _rows(backend: str, window: Window, task_name: str | None = None) -> QuerySet:
+def _rows(backend: str, window: Window, task_name: str | None = None, since: datetime | None = None) -> QuerySet:
     rows = TaskRollup.objects.filter(
-        period=window.period, backend=backend, bucket_start__gte=window.since, bucket_start__lte=window.until
+        period=window.period, backend=backend, bucket_start__gte=since or window.since, bucket_start__lte=window.until
     )
     if task_name is not None:
         rows = rows.filter(task_name=task_name)
     return rows.order_by()  # the model's ordering would join the GROUP BY
 
 
+def _read_points(backend: str, span: Window, task_name: str | None, since: datetime) -> PointSums:
+    """The rows from `since` to the window's end summed per point and task name (one statement)."""
+    found: PointSums = defaultdict(dict)
+    if connection.vendor == "postgresql":
+        for name, point, *values in _postgresql_points(backend, span, task_name, since):
+            counts = dict(zip(COUNTS, (int(value or 0) for value in values), strict=False))
+            runtime_sum, runtime, wait = values[len(COUNTS) :]
+            runtime = [v or 0 for v in runtime]
+            p95 = histograms.percentile(runtime, 0.95)
+            found[point][name] = Sums(counts, float(runtime_sum or 0.0), runtime, [v or 0 for v in wait], p95)
+        return dict(found)
+    sums = {
+        **_count_sums(COUNTS),
+        "runtime_sum": Coalesce(Sum("runtime_sum"), Value(0.0), output_field=FloatField()),
+        **_bucket_sums("runtime_buckets"),
+        **_bucket_sums("wait_buckets"),
+    }
+    rows = _rows(backend, span, task_name, since).annotate(point=PointIndex(span.since, span.point_seconds))
+    for row in rows.values("task_name", "point").annotate(**sums):
+        runtime = [int(row[f"runtime_buckets_{index}"]) for index in range(histograms.SIZE)]
+        found[row["point"]][row["task_name"]] = Sums(
+            counts={name: int(row[name] or 0) for name in COUNTS},
+            runtime_sum=float(row["runtime_sum"] or 0.0),
+            runtime=runtime,
+            wait=[int(row[f"wait_buckets_{index}"]) for index in range(histograms.SIZE)],
+            runtime_p95=histograms.percentile(runtime, 0.95),
+        )
+    return dict(found)
+
+
+def _array_sums(column: str) -> str:
+    return "ARRAY[" + ", ".join(f"SUM(({column}->>{index})::integer)" for index in range(histograms.SIZE)) + "]"
+
+
+# PostgreSQL: the same sums as the ORM's on SQLite, with SUM(integer) (an int8 accumulator, not
+# SUM(bigint)'s numeric one) and the buckets handed back as two arrays rather than 46 columns.
+_POSTGRESQL_POINTS = f"""
+SELECT task_name, (EXTRACT(EPOCH FROM bucket_start)::bigint - %s) / %s AS point,
+    {", ".join(f"SUM({name})::bigint" for name in COUNTS)}, SUM(runtime_sum),
+    {_array_sums("runtime_buckets")}, {_array_sums("wait_buckets")}
+FROM {TaskRollup._meta.db_table}
+WHERE period = %s AND backend = %s AND bucket_start >= %s AND bucket_start <= %s {{task}}
+GROUP BY 1, 2
+"""  # noqa: S608 - no input in the text: the model's table and fixed names; the values are parameters
+
+
+def _postgresql_points(backend: str, span: Window, task_name: str | None, since: datetime) -> list[tuple]:
+    params: list[Any] = [int(span.since.timestamp()), span.point_seconds, span.period, backend, since, span.until]
+    if task_name is not None:
+        params.append(task_name)
+    sql = _POSTGRESQL_POINTS.replace("{task}", "AND task_name = %s" if task_name is not None else "")
+    with index_scans() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchall()
+
+
+@contextmanager
+def index_scans() -> Iterator[Any]:
+    """A cursor whose statements (PostgreSQL) read the window through its index, without JIT or
+    parallel workers, sorting in memory.
+
+    The planner takes period's and bucket_start's selectivities as independent, while every
+    minute row is recent: it expects ten times the hour rows a recent range holds, so it scans the
+    whole table (and pays JIT compilation for the cost it imagines). The task_rollup_window /
+    failure_rollup_window indexes (period, backend, bucket_start) fit every read here; extended
+    statistics would need a migration. SET LOCAL lasts until the transaction ends: the settings
+    are put back when the caller's own transaction goes on."""
+    if connection.vendor != "postgresql":
+        with connection.cursor() as cursor:
+            yield cursor
+        return
+    outer = connection.in_atomic_block
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(
+            "SET LOCAL enable_seqscan = off; SET LOCAL jit = off; SET LOCAL work_mem = '32MB'; "
+            "SET LOCAL max_parallel_workers_per_gather = 0"
+        )
+        try:
+            yield cursor
+        finally:
+            if outer:
+                cursor.execute(
+                    "SET LOCAL enable_seqscan TO DEFAULT; SET LOCAL jit TO DEFAULT; SET LOCAL work_mem TO DEFAULT; "
+                    "SET LOCAL max_parallel_workers_per_gather TO DEFAULT"
+                )
+
+
+def settled_before(now: datetime) -> datetime:
+    """Rows of buckets that ended before this are final: the monitor writes a minute's events at
+    its next flushes (a failed write is tried again at the following one)."""
+    return now - timedelta(seconds=max(SETTLE_SECONDS, 3 * float(settings.ANALYTICS_FLUSH_SECONDS)))
+
+
+def _cached_points(
+    kind: str, backend: str, span: Window, read: Callable[[datetime], dict[int, T]], empty: T
+) -> dict[int, T]:
+    """`read(since)` per point index of the window, the points that ended before settled_before()
+    kept POINT_CACHE_SECONDS in Django's cache (they no longer change, but for a write the
+    monitor retried late): one read from the first point not cached to now. A cache that fails
+    is left out (everything read from the database)."""
+    width = timedelta(seconds=span.point_seconds)
+    final = settled_before(span.until)
+    keys = {
+        index: f"dojo.analytics.{kind}:{backend}:{span.period}:{span.point_seconds}:{int(start.timestamp())}"
+        for index, start in enumerate(span.points)
+        if start + width <= final
+    }
+    try:
+        cached = cache.get_many(list(keys.values())) if keys else {}
+    except CACHE_ERRORS as exc:
+        logger.warning("Task analytics read without the cache, which failed: %s", exc)
+        cached, keys = {}, {}
+    found = {index: cached[key] for index, key in keys.items() if key in cached}
+    first = next((index for index in range(len(span.points)) if index not in found), None)
+    if first is None:
+        return found
+    fresh = read(span.points[first])
+    missing = {key: fresh.get(index, empty) for index, key in keys.items() if index >= first and index not in found}
+    if missing:
+        try:
+            cache.set_many(missing, POINT_CACHE_SECONDS)
+        except CACHE_ERRORS as exc:
+            logger.warning("Task analytics points not cached, the cache failed: %s", exc)
+    return {**found, **fresh}
+
+
+def point_sums(backend: str, span: Window) -> PointSums:
+    """Every task name's rows summed per point of the window, the settled points cached."""
+    return _cached_points("points", backend, span, lambda since: _read_points(backend, span, None, since), {})
+
+
+def all_runtime(backend: str, span: Window) -> float:
+    """Every task name's runtime sum over the window (a time share's denominator): one SUM per
+    point without the histograms, the settled points cached."""
+
+    def read(since: datetime) -> dict[int, float]:
+        rows = _rows(backend, span, since=since).annotate(point=PointIndex(span.since, span.point_seconds))
+        with index_scans():
+            return {
+                row["point"]: float(row["total"] or 0.0)
+                for row in rows.values("point").annotate(total=Sum("runtime_sum"))
+            }
+
+    return sum(_cached_points("runtime", backend, span, read, 0.0).values())
+
+
 def _percent(part: int, whole: int) -> float | None:
     return part / whole * 100 if whole else None
 
 
-def _stats(task_name: str, totals: dict[str, Any], all_runtime: float) -> TaskStats:
-    runtime, wait = _histogram(totals, "runtime_buckets"), _histogram(totals, "wait_buckets")
-    runs = int(totals["succeeded"]) + int(totals["failed"])
-    runtime_sum = float(totals["runtime_sum"] or 0.0)
+def _stats(task_name: str, sums: Sums, all_runtime: float, points: int) -> TaskStats:
+    runs = sums.counts["succeeded"] + sums.counts["failed"]
     return TaskStats(
         task_name=task_name,
         runs=runs,
-        **{name: int(totals[name]) for name in COUNTS},
-        failure_percent=_percent(int(totals["failed"]), runs),
-        retry_percent=_percent(int(totals["retried"]), runs),
-        runtime_p50=histograms.percentile(runtime, 0.50),
-        runtime_p95=histograms.percentile(runtime, 0.95),
-        runtime_p99=histograms.percentile(runtime, 0.99),
-        wait_p95=histograms.percentile(wait, 0.95),
-        runtime_sum=runtime_sum,
-        time_share_percent=runtime_sum / all_runtime * 100 if all_runtime > 0 else None,
-    )
-
-
-def _task_totals(rows: QuerySet) -> list[dict[str, Any]]:
-    """Per task name: every count, the runtime sum and both histograms, summed in SQL."""
-    return list(
-        rows.values("task_name").annotate(
-            **_count_sums(COUNTS),
-            runtime_sum=Coalesce(Sum("runtime_sum"), Value(0.0), output_field=FloatField()),
-            **_bucket_sums("runtime_buckets"),
-            **_bucket_sums("wait_buckets"),
-        )
+        **sums.counts,
+        failure_percent=_percent(sums.counts["failed"], runs),
+        retry_percent=_percent(sums.counts["retried"], runs),
+        runtime_p50=histograms.percentile(sums.runtime, 0.50),
+        runtime_p95=histograms.percentile(sums.runtime, 0.95),
+        runtime_p99=histograms.percentile(sums.runtime, 0.99),
+        wait_p95=histograms.percentile(sums.wait, 0.95),
+        runtime_sum=sums.runtime_sum,
+        time_share_percent=sums.runtime_sum / all_runtime * 100 if all_runtime > 0 else None,
+        runs_series=[0] * points,
+        p95_series=[None] * points,
     )
 
 
@@ -289,27 +458,24 @@ def task_table(
     backend: str, window: str = DEFAULT_WINDOW, sort: str = DEFAULT_SORT, *, now: datetime | None = None
 ) -> TaskTable:
     """Every task name with rows in the window, with its stats and sparklines; ValueError on a
-    bad window or sort. Two grouped statements: per task name, and per task name and point."""
+    bad window or sort. The settled points come from the cache (point_sums)."""
     _sort_key(sort)
     span = window_of(window, now)
-    rows = _rows(backend, span)
-    totals = _task_totals(rows)
-    all_runtime = sum(float(row["runtime_sum"] or 0.0) for row in totals)
-    stats = {row["task_name"]: _stats(row["task_name"], row, all_runtime) for row in totals}
-    for item in stats.values():
-        item.runs_series = [0] * len(span.points)
-        item.p95_series = [None] * len(span.points)
-    per_point = (
-        rows.annotate(point=PointIndex(span.since, span.point_seconds))
-        .values("task_name", "point")
-        .annotate(**_count_sums(("succeeded", "failed")), **_bucket_sums("runtime_buckets"))
-    )
-    for row in per_point:
-        item, index = stats.get(row["task_name"]), row["point"]
-        if item is None or not 0 <= index < len(span.points):
+    points = point_sums(backend, span)
+    parts: dict[str, list[Sums]] = defaultdict(list)
+    for tasks in points.values():
+        for name, sums in tasks.items():
+            parts[name].append(sums)
+    totals = {name: _merged(sums) for name, sums in parts.items()}
+    all_runtime = sum(sums.runtime_sum for sums in totals.values())
+    stats = {name: _stats(name, sums, all_runtime, len(span.points)) for name, sums in totals.items()}
+    for index, tasks in points.items():
+        if not 0 <= index < len(span.points):
             continue
-        item.runs_series[index] = int(row["succeeded"]) + int(row["failed"])
-        item.p95_series[index] = histograms.percentile(_histogram(row, "runtime_buckets"), 0.95)
+        for name, sums in tasks.items():
+            item = stats[name]
+            item.runs_series[index] = sums.counts["succeeded"] + sums.counts["failed"]
+            item.p95_series[index] = sums.runtime_p95
     return TaskTable(
         window=span.name,
         since=span.since,
@@ -325,42 +491,26 @@ def task_detail(
 ) -> TaskDetail:
     """One task name over the window: its stats, a series of outcomes and percentiles per point,
     its failure groups and its slowest recent stored runs. ValueError on a bad window;
-    LookupError when the name has no rows in the window and no stored results."""
+    LookupError when the name has no rows in the window and no stored results. Its time share
+    is of every task name's runtime (all_runtime)."""
     span = window_of(window, now)
-    rows = _rows(backend, span, task_name)
-    totals = _task_totals(rows)
+    points = _read_points(backend, span, task_name, span.since)
     slowest = slowest_runs(task_name, span.since, backend)
-    if not totals and not slowest and not _has_stored_results(task_name):
+    if not points and not slowest and not _has_stored_results(task_name):
         raise LookupError(f"No task named {task_name!r} ran on {backend} in the last {window}.")
-    all_runtime = _rows(backend, span).aggregate(total=Sum("runtime_sum"))["total"] or 0.0
-    if totals:
-        stats = _stats(task_name, totals[0], float(all_runtime))
-    else:
-        stats = _stats(task_name, defaultdict(int, runtime_sum=0.0), float(all_runtime))
-    stats.runs_series = [0] * len(span.points)
-    stats.p95_series = [None] * len(span.points)
+    total = _merged([tasks[task_name] for tasks in points.values()]) if points else _empty_sums()
+    stats = _stats(task_name, total, all_runtime(backend, span), len(span.points))
     series = [SeriesPoint(start, 0, 0, 0, 0, None, None, None, None) for start in span.points]
-    per_point = (
-        rows.annotate(point=PointIndex(span.since, span.point_seconds))
-        .values("point")
-        .annotate(
-            **_count_sums(("succeeded", "failed", "retried", "revoked")),
-            **_bucket_sums("runtime_buckets"),
-            **_bucket_sums("wait_buckets"),
-        )
-    )
-    for row in per_point:
-        index = row["point"]
+    for index, tasks in points.items():
         if not 0 <= index < len(span.points):
             continue
-        runtime = _histogram(row, "runtime_buckets")
-        point = series[index]
-        point.succeeded, point.failed = int(row["succeeded"]), int(row["failed"])
-        point.retried, point.revoked = int(row["retried"]), int(row["revoked"])
-        point.runtime_p50 = histograms.percentile(runtime, 0.50)
-        point.runtime_p95 = histograms.percentile(runtime, 0.95)
-        point.runtime_p99 = histograms.percentile(runtime, 0.99)
-        point.wait_p95 = histograms.percentile(_histogram(row, "wait_buckets"), 0.95)
+        sums, point = tasks[task_name], series[index]
+        point.succeeded, point.failed = sums.counts["succeeded"], sums.counts["failed"]
+        point.retried, point.revoked = sums.counts["retried"], sums.counts["revoked"]
+        point.runtime_p50 = histograms.percentile(sums.runtime, 0.50)
+        point.runtime_p95 = histograms.percentile(sums.runtime, 0.95)
+        point.runtime_p99 = histograms.percentile(sums.runtime, 0.99)
+        point.wait_p95 = histograms.percentile(sums.wait, 0.95)
         stats.runs_series[index] = point.succeeded + point.failed
         stats.p95_series[index] = point.runtime_p95
     return TaskDetail(
@@ -432,25 +582,32 @@ def _failure_groups(backend: str, span: Window, task_name: str | None, limit: in
     ).order_by()
     if task_name is not None:
         rows = rows.filter(task_name=task_name)
-    groups = list(
-        rows.values("task_name", "exception_type")
-        .annotate(total=Sum("count"), first=Min("first_seen"), last=Max("last_seen"), n=Count("id"))
-        .order_by("-total", "-last", "task_name", "exception_type")[:limit]
-    )
-    if not groups:
-        return []
-    # The latest failure's text of each group: its row with the group's last_seen (one statement).
-    wanted = {(group["task_name"], group["exception_type"]): group["last"] for group in groups}
-    match = Q()
-    for (name, exception_type), last in wanted.items():
-        match |= Q(task_name=name, exception_type=exception_type, last_seen=last)
-    latest: dict[tuple[str, str], FailureRollup] = {}
-    for row in rows.filter(match).only(
-        "task_name", "exception_type", "bucket_start", "latest_task_id", "latest_exception", "latest_traceback"
-    ):
-        key = (row.task_name, row.exception_type)
-        if key not in latest or row.bucket_start > latest[key].bucket_start:
-            latest[key] = row
+    with index_scans():
+        groups = list(
+            rows.values("task_name", "exception_type")
+            .annotate(total=Sum("count"), first=Min("first_seen"), last=Max("last_seen"))
+            .order_by("-total", "-last", "task_name", "exception_type")[:limit]
+        )
+        if not groups:
+            return []
+        # The latest failure's text of each group: its row with the group's last_seen (one statement).
+        wanted = {(group["task_name"], group["exception_type"]): group["last"] for group in groups}
+        latest: dict[tuple[str, str], FailureRollup] = {}
+        candidates = rows.filter(last_seen__in=sorted(set(wanted.values()))).only(
+            "task_name",
+            "exception_type",
+            "bucket_start",
+            "last_seen",
+            "latest_task_id",
+            "latest_exception",
+            "latest_traceback",
+        )
+        for row in candidates:
+            key = (row.task_name, row.exception_type)
+            if wanted.get(key) != row.last_seen:
+                continue
+            if key not in latest or row.bucket_start > latest[key].bucket_start:
+                latest[key] = row
     found = []
     for group in groups:
         row = latest.get((group["task_name"], group["exception_type"]))

@@ -7,12 +7,14 @@ from datetime import UTC, datetime, timedelta
 from itertools import pairwise
 
 import pytest
+from django.core.cache import cache
+from django.db import connection
 from django_celery_results.models import TaskResult
 
 from dojo.models import FailureRollup, TaskRollup
 from dojo.ops import histograms
 from dojo.ops.read_models import analytics
-from unittests.conftest import wait_for
+from unittests.conftest import free_port, wait_for
 from unittests.ops.observe.test_monitor import monitors_on
 from unittests.ops.observe.test_rollups import FLUSH
 
@@ -302,3 +304,51 @@ def test_real_sleeps_give_task_detail_percentiles_within_their_buckets(redis_onl
     assert {run.task_id for run in detail.slowest[:2]} == {result.id for result in sleeps[8:]}
     assert "dojo.tasks.sleep" in [row.task_name for row in analytics.task_table("default", "1h").rows]
     client.close()
+
+
+@pytest.mark.django_db
+def test_settled_points_come_from_the_cache_and_the_current_point_from_the_database():
+    """A point that ended before settled_before() is read once and kept: a row written into it
+    later shows only once the cache entry goes (POINT_CACHE_SECONDS); the current point is
+    always read."""
+    settled, current = datetime(2026, 5, 4, 9, 40, tzinfo=UTC), NOW.replace(second=0)
+    rollup("k", settled, succeeded=2)
+    rollup("k", current, succeeded=3)
+    first = analytics.task_table("default", "1h", now=NOW).rows[0]
+    assert first.runs == 5 and first.runs_series[-1] == 3
+    rollup("k", settled, queue="late", succeeded=10)  # a write the monitor retried late
+    rollup("k", current, queue="late", succeeded=100)
+    second = analytics.task_table("default", "1h", now=NOW).rows[0]
+    assert second.runs == 105 and second.runs_series[-1] == 103  # the settled 09:40 point: cached
+    assert analytics.task_detail("default", "k", "1h", now=NOW).stats.runs == 115  # a task's page reads it all
+    cache.clear()
+    assert analytics.task_table("default", "1h", now=NOW).rows[0].runs == 115
+
+
+@pytest.mark.django_db
+def test_a_cache_that_fails_is_left_out(settings):
+    """A real fault: Django's cache on a Redis port where nothing listens."""
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": f"redis://127.0.0.1:{free_port()}/0",
+            "OPTIONS": {"socket_connect_timeout": 0.5, "socket_timeout": 0.5},
+        }
+    }
+    rollup("k", datetime(2026, 5, 4, 9, 40, tzinfo=UTC), succeeded=2)
+    rollup("k", NOW.replace(second=0), succeeded=3)
+    assert analytics.task_table("default", "1h", now=NOW).rows[0].runs == 5
+    assert analytics.task_detail("default", "k", "1h", now=NOW).stats.time_share_percent is None  # no runtime
+
+
+@pytest.mark.django_db
+def test_the_planner_settings_do_not_outlive_the_read():
+    """PostgreSQL: the reads' SET LOCAL (no seq scan, no JIT) is put back inside a caller's transaction."""
+    if connection.vendor != "postgresql":
+        pytest.skip("PostgreSQL only (DD_DATABASE_URL=postgres://...)")
+    rollup("k", NOW.replace(second=0), succeeded=3)
+    assert analytics.task_table("default", "1h", now=NOW).rows[0].runs == 3
+    assert analytics.failure_groups("default", "1h", now=NOW) == []
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW enable_seqscan")
+        assert cursor.fetchone()[0] == "on"
