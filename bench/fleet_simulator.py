@@ -75,6 +75,7 @@ logger = logging.getLogger("fleet_simulator")
 
 HEARTBEAT_SECONDS = 2.0  # Celery's default worker heartbeat
 DRAIN_SECONDS = 0.5  # each group's drain wakes at least this often to see a stop
+STATUS_REPLY_SECONDS = 1.0  # how long a node keeps the dojo_status reply it built (see SimulatedWorker.dojo_status)
 TASK_NAMES = ("sim.add", "sim.sleep", "sim.report", "sim.resize_image", "sim.send_mail", "sim.sync_account")
 EXTRA_QUEUES = ("images", "mail", "reports")
 
@@ -107,6 +108,7 @@ class SimulatedWorker:
     started_at: float = field(default_factory=time.time)
     task_events: bool = False
     commands: dict[str, int] = field(default_factory=dict)  # answered, by command
+    status_reply: tuple[float, dict[str, Any]] | None = field(default=None, repr=False)  # (built at, reply)
     unknown_commands: dict[str, int] = field(default_factory=dict)  # not known to this worker
 
     @property
@@ -174,8 +176,17 @@ class SimulatedWorker:
         raise KeyError(command)
 
     def dojo_status(self) -> dict[str, Any]:
-        """What dojo/worker/commands.py's dojo_status answers: describe_worker of the six answers."""
-        return describe_worker({command: self.answer(command) for command in INSPECT_COMMANDS}, self.broker_url)
+        """What dojo/worker/commands.py's dojo_status answers: describe_worker of the six answers.
+
+        Built at most once every STATUS_REPLY_SECONDS per node (and again after its queues change):
+        in a fleet each worker builds its own reply at the same time as the others, while this one
+        process would build them all in turn (about 175 us each), bounding every reader by the
+        simulator's own CPU rather than the reader's cost."""
+        now = time.monotonic()
+        if self.status_reply is None or now - self.status_reply[0] >= STATUS_REPLY_SECONDS:
+            answers = {command: self.answer(command) for command in INSPECT_COMMANDS}
+            self.status_reply = (now, describe_worker(answers, self.broker_url))
+        return self.status_reply[1]
 
     def heartbeat_fields(self) -> dict[str, Any]:
         return {
@@ -215,11 +226,13 @@ def _handlers(worker: SimulatedWorker) -> _Handlers:
     def add_consumer(state: SimulatedWorker, queue: str, **_: Any) -> dict:
         if queue not in state.queues:
             state.queues.append(queue)
+            state.status_reply = None
         return {"ok": f"add consumer {queue}"}
 
     def cancel_consumer(state: SimulatedWorker, queue: str, **_: Any) -> dict:
         if queue in state.queues:
             state.queues.remove(queue)
+            state.status_reply = None
         return {"ok": f"no longer consuming from {queue}"}
 
     def enable_events(state: SimulatedWorker, **_: Any) -> dict:
