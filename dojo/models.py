@@ -374,3 +374,95 @@ class LostTask(models.Model):
 
     def __str__(self) -> str:
         return f"{self.task_name} {self.task_id} lost on {self.worker}"
+
+
+class BulkOperation(models.Model):
+    """One bulk action over the stored results a filter matched (dojo.ops.controls.bulk): who asked,
+    what they confirmed (the preview's count and fingerprint) and how far the background runner got.
+
+    The runner (dojo.tasks.run_bulk_operation) works by keyset on the result id from `cursor`, up to
+    `max_id` (the largest matching id at preview time: results stored later are never touched), and
+    writes each batch's progress in the batch's own transaction, so a restarted runner goes on from
+    `cursor` without repeating a done batch.
+    """
+
+    class Action(models.TextChoices):
+        RETRY = "retry"
+        REVOKE = "revoke"
+        PURGE = "purge"
+        DELETE_RESULTS = "delete_results"
+
+    class State(models.TextChoices):
+        PENDING = "pending"
+        RUNNING = "running"
+        DONE = "done"
+        CANCELLED = "cancelled"
+        FAILED = "failed"
+
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    user = models.ForeignKey("auth.User", null=True, blank=True, on_delete=models.SET_NULL)
+    username = models.CharField(max_length=150)
+    action = models.CharField(max_length=20, choices=Action.choices)
+    backend = models.CharField(max_length=100)
+    filter = models.JSONField(default=dict, blank=True)  # TaskFilter.to_dict()
+    include_retried = models.BooleanField(default=False)  # retry: also results an earlier operation retried
+    confirmed_count = models.PositiveBigIntegerField()
+    fingerprint = models.CharField(max_length=200)
+    max_id = models.BigIntegerField()
+    state = models.CharField(max_length=10, choices=State.choices, default=State.PENDING)
+    done_count = models.PositiveBigIntegerField(default=0)
+    failed_count = models.PositiveBigIntegerField(default=0)
+    cursor = models.BigIntegerField(default=0)  # the last result id done
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField()
+    cancel_requested = models.BooleanField(default=False)
+    runner = models.CharField(max_length=255, blank=True)  # the task id of the runner holding it
+    detail = models.TextField(blank=True)  # why it failed (redacted)
+    audit = models.ForeignKey("CeleryAuditLog", null=True, blank=True, on_delete=models.SET_NULL)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["state", "updated_at"], name="bulk_operation_state")]
+
+    def __str__(self) -> str:
+        return f"{self.action} #{self.pk} by {self.username}: {self.state}"
+
+
+class BulkOperationFailure(models.Model):
+    """A result a bulk operation could not act on, and why (the first DD_BULK_MAX_FAILURES kept)."""
+
+    operation = models.ForeignKey(BulkOperation, on_delete=models.CASCADE, related_name="failures")
+    task_id = models.CharField(max_length=255)
+    reason = models.TextField()  # redacted, cut to 1,000 characters
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return f"{self.task_id}: {self.reason[:50]}"
+
+
+class BulkRetriedTask(models.Model):
+    """A stored result a bulk retry published again, and the new task's id: a result is retried
+    at most once per operation, and a later operation leaves it out unless told otherwise.
+    Written `sending` before its batch is published, `sent` after; a runner that died in between
+    leaves `sending`, which its successor settles as `unknown` (never sent again: see
+    dojo.ops.controls.bulk)."""
+
+    class State(models.TextChoices):
+        SENDING = "sending"
+        SENT = "sent"
+        UNKNOWN = "unknown"
+
+    operation = models.ForeignKey(BulkOperation, on_delete=models.CASCADE, related_name="retried")
+    task_id = models.CharField(max_length=255, db_index=True)
+    new_task_id = models.CharField(max_length=255)
+    state = models.CharField(max_length=10, choices=State.choices, default=State.SENDING)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["operation", "task_id"], name="unique_bulk_retried_task")]
+
+    def __str__(self) -> str:
+        return f"{self.task_id} -> {self.new_task_id}"

@@ -124,6 +124,18 @@ env = environ.Env(
     DD_ANALYTICS_PERIODIC_GRACE_SECONDS=(float, 60.0),
     # /metrics: label the task series by worker hostname too (hostnames churn: high cardinality).
     DD_ANALYTICS_METRICS_BY_WORKER=(bool, False),
+    # Bulk operations: how much the matched set may grow between preview and start, % of the confirmed count.
+    DD_BULK_GROWTH_PERCENT=(float, 0.0),
+    # Bulk operations: stored results acted on per batch (one transaction each).
+    DD_BULK_BATCH_SIZE=(int, 500),
+    # Bulk operations: seconds the runner pauses between batches, so the broker and the database keep serving.
+    DD_BULK_BATCH_PAUSE_SECONDS=(float, 0.2),
+    # Bulk operations: a running one not updated for this many seconds is resumed by beat (its runner died).
+    DD_BULK_STALE_SECONDS=(float, 60.0),
+    # Bulk operations: per-item failures kept per operation (the rest are only counted).
+    DD_BULK_MAX_FAILURES=(int, 1000),
+    # Bulk operations: the queue their runner task is sent to; blank = the default queue.
+    DD_BULK_QUEUE=(str, ""),
 )
 
 # --- Django core ---------------------------------------------------------
@@ -336,6 +348,13 @@ ANALYTICS_SLOW_FACTOR = env("DD_ANALYTICS_SLOW_FACTOR")
 ANALYTICS_FAILURE_RATE_PERCENT = env("DD_ANALYTICS_FAILURE_RATE_PERCENT")
 ANALYTICS_PERIODIC_GRACE_SECONDS = env("DD_ANALYTICS_PERIODIC_GRACE_SECONDS")
 ANALYTICS_METRICS_BY_WORKER = env("DD_ANALYTICS_METRICS_BY_WORKER")
+# Not Celery settings: bulk operations over a filter (dojo.ops.controls.bulk).
+BULK_GROWTH_PERCENT = env("DD_BULK_GROWTH_PERCENT")
+BULK_BATCH_SIZE = env("DD_BULK_BATCH_SIZE")
+BULK_BATCH_PAUSE_SECONDS = env("DD_BULK_BATCH_PAUSE_SECONDS")
+BULK_STALE_SECONDS = env("DD_BULK_STALE_SECONDS")
+BULK_MAX_FAILURES = env("DD_BULK_MAX_FAILURES")
+BULK_QUEUE = env("DD_BULK_QUEUE")
 # Beat: django-celery-beat's DatabaseScheduler adds CELERY_BEAT_SCHEDULE to the entries edited in the admin.
 CELERY_BEAT_SCHEDULER = env("DD_CELERY_BEAT_SCHEDULER")
 # Write an entry's last run right after each send (one small UPDATE), not every 3 minutes, so
@@ -350,6 +369,8 @@ CELERY_BEAT_SCHEDULE = {
     },
     # Task analytics: minute and hour rollups past DD_ANALYTICS_MINUTE_HOURS / _HOUR_DAYS.
     "prune-analytics": {"task": "dojo.tasks.prune_analytics", "schedule": 600.0},
+    # Bulk operations whose runner died (no update for DD_BULK_STALE_SECONDS) are sent to a runner again.
+    "resume-bulk-operations": {"task": "dojo.tasks.resume_bulk_operations", "schedule": 60.0},
 }
 
 # --- Logging -------------------------------------------------------------

@@ -5,4 +5,4 @@ set up; the web side never imports it. Importing it connects the signal handlers
 registers the remote-control commands and the project's tasks.
 """
 
-from dojo.worker import commands, signals, startup, tasks  # noqa: F401
+from dojo.worker import bulk, commands, signals, startup, tasks  # noqa: F401

@@ -1,0 +1,337 @@
+"""Bulk operations (dojo.ops.controls.bulk) with a real Redis and real `celery -A dojo worker`
+processes sharing the test database: a runner worker on the queue `bulk` and, for retries, a
+worker on `celery` that runs the retried tasks.
+
+The stored failures are one real failure of dojo.tasks.append_line (its path did not exist)
+stored by a worker, cloned with other task ids and paths: one file per failure, so a retried run
+leaves exactly one line in its own file and a second run of it would leave two.
+"""
+
+import json
+import os
+import signal
+import time
+import uuid
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from django.http import QueryDict
+from django.utils import timezone
+from django_celery_results.models import TaskResult
+
+from dojo.models import BulkOperation, BulkOperationFailure, BulkRetriedTask, CeleryAuditLog
+from dojo.ops.controls import bulk
+from dojo.ops.read_models.task_filter import FilterError, TaskFilter, stored_results
+from unittests.conftest import LiveBroker, make_user, wait_for
+
+QUEUES = ("celery", "bulk")
+STARTUP = 60
+APPEND = "dojo.tasks.append_line"
+
+
+@pytest.fixture
+def fleet(redis_only: LiveBroker, shared_database: str, settings) -> LiveBroker:
+    """Redis; the runner is sent to the queue `bulk`; workers share the test database."""
+    settings.CELERY_QUEUE_NAMES = list(QUEUES)
+    settings.CELERY_TASK_DEFAULT_QUEUE = "celery"
+    settings.CELERY_TASK_QUEUES = {name: {"exchange": name, "routing_key": name} for name in QUEUES}
+    settings.CELERY_RESULT_BACKEND = "django-db"
+    settings.BULK_QUEUE = "bulk"
+    redis_only.worker_env = {
+        "DD_DATABASE_URL": shared_database,
+        "DD_CELERY_RESULT_BACKEND": "django-db",
+        "DD_CELERY_QUEUES": ",".join(QUEUES),
+        "DD_BULK_STALE_SECONDS": "1",
+    }
+    return redis_only
+
+
+def real_failure(fleet: LiveBroker, folder: Path) -> TaskResult:
+    """One failure of append_line stored by the `celery` worker (its file does not exist yet)."""
+    client = fleet.client()
+    try:
+        task_id = client.send_task(APPEND, args=(str(folder / "0.txt"), "run"), queue="celery").id
+    finally:
+        client.close()
+    wait_for(lambda: TaskResult.objects.filter(task_id=task_id, status="FAILURE").exists(), STARTUP, "the failure")
+    return TaskResult.objects.get(task_id=task_id)
+
+
+def clone_failures(model: TaskResult, folder: Path, n: int, start: int = 1) -> list[str]:
+    """`n` more stored failures like `model`, each with its own file `folder/<i>.txt` (created);
+    their task ids."""
+    now = timezone.now()
+    rows = []
+    for i in range(start, start + n):
+        path = folder / f"{i}.txt"
+        path.touch()
+        rows.append(
+            TaskResult(
+                task_id=str(uuid.uuid4()),
+                task_name=model.task_name,
+                task_args=json.dumps(repr((str(path), "run"))),
+                task_kwargs=model.task_kwargs,
+                status="FAILURE",
+                worker=model.worker,
+                content_type=model.content_type,
+                content_encoding=model.content_encoding,
+                result=model.result,
+                traceback=model.traceback,
+                meta=model.meta,
+                date_done=now,
+            )
+        )
+    TaskResult.objects.bulk_create(rows, batch_size=1000)
+    return [row.task_id for row in rows]
+
+
+def line_counts(folder: Path) -> dict[str, int]:
+    return {path.name: len(path.read_text().splitlines()) for path in folder.glob("*.txt")}
+
+
+def wait_state(operation_id: int, states: tuple[str, ...], timeout: float) -> BulkOperation:
+    wait_for(
+        lambda: BulkOperation.objects.get(pk=operation_id).state in states, timeout, f"operation in {states}"
+    )
+    return BulkOperation.objects.get(pk=operation_id)
+
+
+def fake_results(n: int, task_name: str, status: str = "SUCCESS") -> None:
+    now = timezone.now()
+    TaskResult.objects.bulk_create(
+        (
+            TaskResult(task_id=str(uuid.uuid4()), task_name=task_name, status=status, date_done=now, meta="{}")
+            for _ in range(n)
+        ),
+        batch_size=2000,
+    )
+
+
+# --- the filter ----------------------------------------------------------------------------
+
+
+def test_filter_round_trips_through_its_query_and_names_the_bad_field(db):
+    query = {
+        "task_name_prefix": "dojo.tasks.",
+        "state": "failure",
+        "exception_type": "builtins.FileNotFoundError",
+        "done_after": "2026-01-01T00:00:00Z",
+        "queue": "celery",
+        "backend": "default",
+        "page": "3",  # not a filter field: ignored
+    }
+    task_filter = TaskFilter.from_query(query)
+    assert task_filter.state == "FAILURE"
+    again = TaskFilter.from_query(QueryDict(task_filter.to_query()))
+    assert again == task_filter
+    assert again.digest("retry") == task_filter.digest("retry") != task_filter.digest("delete_results")
+    assert TaskFilter(backend="default").is_empty and not task_filter.is_empty
+
+    for bad, field in [
+        ({"state": "RECOVERED"}, "state"),
+        ({"state": "NOPE"}, "state"),
+        ({"done_after": "yesterday"}, "done_after"),
+        ({"done_after": "2026-01-02T00:00Z", "done_before": "2026-01-01T00:00Z"}, "done_before"),
+        ({"backend": "nowhere"}, "backend"),
+        ({"task_name": "x" * 256}, "task_name"),
+        ({"task_name": "a", "task_name_prefix": "b"}, "task_name_prefix"),
+        ({"worker": 3}, "worker"),
+    ]:
+        with pytest.raises(FilterError) as caught:
+            TaskFilter.from_query(bad)
+        assert caught.value.field == field, bad
+
+
+def test_filter_matches_stored_results_on_every_field(db):
+    now = timezone.now()
+    common = {"task_name": "dojo.tasks.append_line", "status": "FAILURE", "worker": "w1@h", "date_done": now}
+    failure = '{"exc_type": "FileNotFoundError", "exc_message": [2], "exc_module": "builtins"}'
+    TaskResult.objects.create(
+        task_id="a", result=failure, meta='{"queue": "reports", "backend": "default"}', task_args='"(1,)"', **common
+    )
+    TaskResult.objects.create(task_id="b", result='{"exc_type": "KeyError"}', meta="{}", task_args='"(2,)"', **common)
+    TaskResult.objects.create(task_id="c", task_name="other", status="SUCCESS", worker="w2@h", meta=None)
+    TaskResult.objects.filter(task_id="c").update(date_done=now - timedelta(days=1))  # date_done is auto_now
+
+    def ids(**query: str) -> list[str]:
+        return sorted(stored_results(TaskFilter.from_query(query)).values_list("task_id", flat=True))
+
+    assert ids(task_name="dojo.tasks.append_line") == ["a", "b"]
+    assert ids(task_name_prefix="dojo.") == ["a", "b"]
+    assert ids(state="SUCCESS") == ["c"]
+    assert ids(exception_type="FileNotFoundError") == ["a"]
+    assert ids(exception_type="builtins.FileNotFoundError") == ["a"]
+    assert ids(exception_type="os.FileNotFoundError") == []
+    assert ids(queue="reports") == ["a"]
+    assert ids(backend="default") == ["a", "b", "c"]  # no backend in the meta: the main one
+    assert ids(worker="w2@h") == ["c"]
+    assert ids(args_contain="(2,") == ["b"]
+    assert ids(done_after=(now - timedelta(hours=1)).isoformat()) == ["a", "b"]
+    assert ids(done_before=(now - timedelta(hours=1)).isoformat()) == ["c"]
+
+
+# --- preview and start ---------------------------------------------------------------------
+
+
+def test_empty_filter_is_refused_without_all_and_a_grown_set_is_a_conflict(db, settings):
+    settings.BULK_GROWTH_PERCENT = 0
+    fake_results(30, "cleanup.me")
+    fake_results(5, "keep.me")
+    user = make_user("op", superuser=True)
+
+    with pytest.raises(bulk.EmptyFilter):
+        bulk.preview(TaskFilter(), "delete_results")
+    with pytest.raises(bulk.EmptyFilter):
+        bulk.preview(TaskFilter(backend="default"), "delete_results")
+    assert bulk.preview(TaskFilter(), "delete_results", all_=True).count == 35
+    with pytest.raises(bulk.UnsupportedAction):
+        bulk.preview(TaskFilter(task_name="cleanup.me"), "purge")
+
+    task_filter = TaskFilter(task_name="cleanup.me")
+    shown = bulk.preview(task_filter, "delete_results")
+    assert shown.count == 30 and len(shown.sample) == 20
+    assert {row["task_name"] for row in shown.sample} == {"cleanup.me"}
+
+    fake_results(1, "cleanup.me")  # the set grows between the preview and the start
+    with pytest.raises(bulk.Conflict) as caught:
+        bulk.start(task_filter, "delete_results", shown.count, shown.fingerprint, user)
+    assert caught.value.preview.count == 31
+    assert caught.value.preview.fingerprint != shown.fingerprint
+    # The fingerprint of another filter, and a count that is not the previewed one.
+    other = bulk.preview(TaskFilter(task_name="keep.me"), "delete_results")
+    with pytest.raises(bulk.Conflict):
+        bulk.start(task_filter, "delete_results", other.count, other.fingerprint, user)
+    with pytest.raises(bulk.Conflict):
+        bulk.start(task_filter, "delete_results", 31, shown.fingerprint, user)
+    with pytest.raises(bulk.BadFingerprint):
+        bulk.start(task_filter, "delete_results", 31, "not-a-fingerprint", user)
+    assert not BulkOperation.objects.exists()
+
+    # Within DD_BULK_GROWTH_PERCENT the old confirmation still holds (the runner cannot be sent
+    # here: no broker answers, so the operation is written as failed, and says why).
+    settings.BULK_GROWTH_PERCENT = 5
+    settings.CELERY_BROKER_URL = "redis://127.0.0.1:1/0"
+    with pytest.raises(bulk.BrokerUnavailable):
+        bulk.start(task_filter, "delete_results", shown.count, shown.fingerprint, user)
+    operation = BulkOperation.objects.get()
+    assert (operation.state, operation.confirmed_count, operation.max_id) == ("failed", 30, shown.max_id)
+    assert "runner could not be sent" in operation.detail
+    audit = CeleryAuditLog.objects.get(action="bulk_delete_results")
+    assert (audit.result, audit.counts["confirmed"], audit.username) == ("failed", 30, "op")
+
+
+# --- runs on real workers ------------------------------------------------------------------
+
+
+def test_bulk_retry_runs_each_stored_failure_exactly_once(fleet, tmp_path):
+    folder = tmp_path / "out"
+    folder.mkdir()
+    fleet.start_worker("tasks", queues="celery", **fleet.worker_env)
+    model = real_failure(fleet, folder)
+    # The clones are stored as the backend stores a real one.
+    assert model.task_args == json.dumps(repr((str(folder / "0.txt"), "run")))
+    (folder / "0.txt").touch()
+    clone_failures(model, folder, 1999)
+    fleet.start_worker("runner", queues="bulk", **fleet.worker_env, DD_BULK_BATCH_SIZE="500")
+    user = make_user("op", superuser=True)
+
+    task_filter = TaskFilter(task_name=APPEND, state="FAILURE")
+    shown = bulk.preview(task_filter, "retry")
+    assert shown.count == 2000
+    started = time.monotonic()
+    operation = bulk.start(task_filter, "retry", shown.count, shown.fingerprint, user)
+    operation = wait_state(operation.pk, ("done", "failed"), 120)
+    assert operation.state == "done", operation.detail
+    assert (operation.done_count, operation.failed_count) == (2000, 0)
+    wait_for(lambda: sum(line_counts(folder).values()) >= 2000, 120, "the 2,000 retried runs")
+    time.sleep(1)  # a run repeated would land now
+    counts = line_counts(folder)
+    assert len(counts) == 2000 and set(counts.values()) == {1}, "each stored failure ran exactly once"
+    assert BulkRetriedTask.objects.filter(operation=operation, state="sent").count() == 2000
+    print(f"bulk retry of 2,000: {time.monotonic() - started:.1f} s to all runs done")
+
+    # A second operation leaves them out, unless told otherwise.
+    assert bulk.preview(task_filter, "retry").count == 0
+    assert bulk.preview(task_filter, "retry", include_retried=True).count == 2000
+    audit = CeleryAuditLog.objects.get(pk=operation.audit_id)
+    assert audit.counts == {"confirmed": 2000, "done": 2000, "failed": 0, "cancelled": 0}
+    assert bulk.progress(operation)["percent"] == 100.0
+
+
+def test_cancel_stops_the_operation_within_one_batch(fleet):
+    fake_results(3000, "cleanup.me")
+    fleet.start_worker(
+        "runner", queues="bulk", **fleet.worker_env, DD_BULK_BATCH_SIZE="100", DD_BULK_BATCH_PAUSE_SECONDS="0.5"
+    )
+    task_filter = TaskFilter(task_name="cleanup.me")
+    shown = bulk.preview(task_filter, "delete_results")
+    operation = bulk.start(task_filter, "delete_results", shown.count, shown.fingerprint, None)
+    wait_for(lambda: BulkOperation.objects.get(pk=operation.pk).done_count >= 200, STARTUP, "two batches")
+    bulk.cancel(operation.pk)
+    at_cancel = BulkOperation.objects.get(pk=operation.pk).done_count
+    operation = wait_state(operation.pk, ("cancelled",), 30)
+    assert operation.done_count <= at_cancel + 100, "at most the batch in flight after the cancel"
+    assert operation.done_count < 3000
+    assert stored_results(task_filter).count() == 3000 - operation.done_count
+    with pytest.raises(bulk.NotCancellable):
+        bulk.cancel(operation.pk)
+
+
+def test_a_killed_runner_is_resumed_without_repeating_done_batches(fleet, tmp_path):
+    folder = tmp_path / "out"
+    folder.mkdir()
+    fleet.start_worker("tasks", queues="celery", **fleet.worker_env)
+    model = real_failure(fleet, folder)
+    (folder / "0.txt").touch()
+    clone_failures(model, folder, 999)
+    runner_env = {**fleet.worker_env, "DD_BULK_BATCH_SIZE": "100", "DD_BULK_BATCH_PAUSE_SECONDS": "0.5"}
+    fleet.start_worker("runner", queues="bulk", **runner_env)
+    runner_process = fleet.workers[-1]
+
+    task_filter = TaskFilter(task_name=APPEND, state="FAILURE")
+    shown = bulk.preview(task_filter, "retry")
+    operation = bulk.start(task_filter, "retry", shown.count, shown.fingerprint, None)
+    wait_for(lambda: BulkOperation.objects.get(pk=operation.pk).done_count >= 300, STARTUP, "three batches")
+    os.killpg(runner_process.pid, signal.SIGKILL)
+    runner_process.wait(10)
+    killed = BulkOperation.objects.get(pk=operation.pk)
+    assert killed.state == "running" and 0 < killed.cursor < killed.max_id
+
+    fleet.start_worker("runner2", queues="bulk", **runner_env)
+    time.sleep(1.1)  # DD_BULK_STALE_SECONDS of the workers
+    assert bulk.resume_stale(stale_seconds=1) == [operation.pk]
+    operation = wait_state(operation.pk, ("done", "failed"), 120)
+    assert operation.state == "done", operation.detail
+    assert operation.done_count + operation.failed_count == 1000
+    # Only the batch in flight at the kill can be unknown; those are never sent again.
+    unknown = set(BulkRetriedTask.objects.filter(operation=operation, state="unknown").values_list("task_id", flat=True))
+    assert len(unknown) <= 100 and operation.failed_count == len(unknown)
+    assert BulkOperationFailure.objects.filter(operation=operation).count() == len(unknown)
+    wait_for(lambda: sum(line_counts(folder).values()) >= operation.done_count, 120, "the retried runs")
+    time.sleep(1)
+    counts = line_counts(folder)
+    assert max(counts.values()) == 1, "no stored failure ran twice"
+    assert sum(counts.values()) >= operation.done_count
+
+
+def test_delete_of_20000_stored_results_in_batches(fleet):
+    fake_results(20_000, "cleanup.me")
+    fake_results(300, "keep.me")
+    fleet.start_worker(
+        "runner", queues="bulk", **fleet.worker_env, DD_BULK_BATCH_SIZE="2000", DD_BULK_BATCH_PAUSE_SECONDS="0"
+    )
+    task_filter = TaskFilter(task_name="cleanup.me")
+    shown = bulk.preview(task_filter, "delete_results")
+    assert shown.count == 20_000
+    fake_results(10, "cleanup.me")  # stored after the confirmation: beyond max_id, left alone
+    with pytest.raises(bulk.Conflict):
+        bulk.start(task_filter, "delete_results", shown.count, shown.fingerprint, None)
+    shown = bulk.preview(task_filter, "delete_results")
+    operation = bulk.start(task_filter, "delete_results", shown.count, shown.fingerprint, None)
+    fake_results(7, "cleanup.me")
+    operation = wait_state(operation.pk, ("done", "failed"), 120)
+    assert operation.state == "done", operation.detail
+    assert (operation.done_count, operation.cursor) == (20_010, shown.max_id)
+    assert stored_results(task_filter).count() == 7
+    assert stored_results(TaskFilter(task_name="keep.me")).count() == 300
