@@ -91,9 +91,7 @@ def line_counts(folder: Path) -> dict[str, int]:
 
 
 def wait_state(operation_id: int, states: tuple[str, ...], timeout: float) -> BulkOperation:
-    wait_for(
-        lambda: BulkOperation.objects.get(pk=operation_id).state in states, timeout, f"operation in {states}"
-    )
+    wait_for(lambda: BulkOperation.objects.get(pk=operation_id).state in states, timeout, f"operation in {states}")
     return BulkOperation.objects.get(pk=operation_id)
 
 
@@ -305,7 +303,7 @@ def test_a_killed_runner_is_resumed_without_repeating_done_batches(fleet, tmp_pa
     assert operation.state == "done", operation.detail
     assert operation.done_count + operation.failed_count == 1000
     # Only the batch in flight at the kill can be unknown; those are never sent again.
-    unknown = set(BulkRetriedTask.objects.filter(operation=operation, state="unknown").values_list("task_id", flat=True))
+    unknown = BulkRetriedTask.objects.filter(operation=operation, state="unknown").values_list("task_id", flat=True)
     assert len(unknown) <= 100 and operation.failed_count == len(unknown)
     assert BulkOperationFailure.objects.filter(operation=operation).count() == len(unknown)
     wait_for(lambda: sum(line_counts(folder).values()) >= operation.done_count, 120, "the retried runs")
