@@ -265,6 +265,21 @@ class MonitorHeartbeat(models.Model):
         return f"Event monitor of {self.backend}"
 
 
+# TaskRollup's counts by outcome, in the order the event monitor keeps them (dojo.ops.observe.rollups).
+TASK_COUNT_FIELDS = (
+    "received",
+    "started",
+    "succeeded",
+    "failed",
+    "retried",
+    "revoked",
+    "rejected",
+    "recovered",
+    "critical",
+    "lost",
+)
+
+
 class TaskRollup(models.Model):
     """Task events of one (period, task name, queue, backend) counted by the event monitor
     (`manage.py celery_monitor`): counts by outcome and histograms of runtime and wait, with the

@@ -28,7 +28,7 @@ from django.core.cache import cache
 from django.db import DatabaseError
 from django.db.models.functions import Now
 
-from dojo.models import MonitorHeartbeat, TaskRollup
+from dojo.models import TASK_COUNT_FIELDS, MonitorHeartbeat, TaskRollup
 from dojo.ops import histograms
 from dojo.ops.brokers.registry import Broker, get_broker
 from dojo.ops.fleet.detections import Detections, detect
@@ -195,18 +195,7 @@ def exposition(broker: Broker | None = None) -> bytes:
 # one query, kept ANALYTICS_CACHE_SECONDS (one scrape interval) in Django's cache like the results counts.
 ANALYTICS_CACHE_SECONDS = RESULTS_CACHE_SECONDS
 ANALYTICS_CACHE_KEY = "dojo.ops.observe.metrics.analytics"
-TASK_STATES = (
-    "received",
-    "started",
-    "succeeded",
-    "failed",
-    "retried",
-    "revoked",
-    "rejected",
-    "recovered",
-    "critical",
-    "lost",
-)
+TASK_STATES = TASK_COUNT_FIELDS  # the states of celery_tasks_total
 
 
 @dataclass

@@ -31,7 +31,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from dojo.models import FailureRollup, LostTask, TaskRollup
+from dojo.models import TASK_COUNT_FIELDS, FailureRollup, LostTask, TaskRollup
 from dojo.ops.histograms import BOUNDS, SIZE
 from dojo.ops.observe.task_tracker import LostCandidate, TaskTracker
 from dojo.ops.redaction import redact
@@ -40,18 +40,7 @@ TEXT_LIMIT = 10_000  # the latest exception and traceback kept per failure group
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)  # the totals tier's bucket_start
 CHUNK = 400  # task names per IN (...) read
 # The count fields, in the order of Delta.counts.
-COUNTS = (
-    "received",
-    "started",
-    "succeeded",
-    "failed",
-    "retried",
-    "revoked",
-    "rejected",
-    "recovered",
-    "critical",
-    "lost",
-)
+COUNTS = TASK_COUNT_FIELDS
 RECEIVED, STARTED, SUCCEEDED, FAILED, RETRIED, REVOKED, REJECTED, RECOVERED, CRITICAL, LOST = range(len(COUNTS))
 ROLLUP_FIELDS = [
     *COUNTS,
