@@ -10,10 +10,13 @@ percentiles (None).
 
 Bounded and done in the database: the counts and the histograms' buckets (one SUM per bucket index
 of the JSON lists, so no row's list is read in Python) are summed with GROUP BY task name and point
-in one statement, over the task_rollup_window index (period, backend, bucket_start). Every
-statement runs within the project's database bound (statement_timeout on PostgreSQL, set per web
-connection by the settings). "Now" is the database's clock (dojo.ops.fleet.clock.database_now)
-unless a caller passes `now`.
+in one statement, over the task_rollup_window index (period, backend, bucket_start; on PostgreSQL
+the planner is told so, see index_scans). A point that has settled (ended before the monitor's next
+flushes) no longer changes: its sums are kept POINT_CACHE_SECONDS in Django's cache, so a table
+reads only the points since the last one cached (use a shared DD_CACHE_URL with several web
+processes). Every statement runs within the project's database bound (statement_timeout on
+PostgreSQL, set per web connection by the settings). "Now" is the database's clock
+(dojo.ops.fleet.clock.database_now) unless a caller passes `now`.
 """
 
 import logging
@@ -642,7 +645,8 @@ def throughput(backend: str, minutes: int = 60, *, now: datetime | None = None) 
         .values("bucket_start")
         .annotate(**_count_sums(("succeeded", "failed")))
     )
-    by_start = {_floor(row["bucket_start"], 60): row for row in counts}
+    with index_scans():
+        by_start = {_floor(row["bucket_start"], 60): row for row in counts}
     points = []
     for start in starts:
         row = by_start.get(start)
