@@ -12,10 +12,11 @@ Bounded and done in the database: the counts and the histograms' buckets (one SU
 of the JSON lists, so no row's list is read in Python) are summed with GROUP BY task name and point
 in one statement, over the task_rollup_window index (period, backend, bucket_start; on PostgreSQL
 the planner is told so, see index_scans). A point that has settled (ended before the monitor's next
-flushes) no longer changes: its sums are kept POINT_CACHE_SECONDS in Django's cache, so a table
-reads only the points since the last one cached (use a shared DD_CACHE_URL with several web
-processes). Every statement runs within the project's database bound (statement_timeout on
-PostgreSQL, set per web connection by the settings). "Now" is the database's clock
+flushes) no longer changes: its sums are kept in Django's cache (5 min, up to an hour for points
+that ended hours ago: cache_seconds), so a table reads only the points since the last one cached
+(use a shared DD_CACHE_URL with several web processes). Every statement runs within the
+project's database bound (statement_timeout on PostgreSQL, set per web connection by the
+settings). "Now" is the database's clock
 (dojo.ops.fleet.clock.database_now) unless a caller passes `now`.
 """
 
@@ -69,6 +70,8 @@ FAILURE_GROUPS_LIMIT = 200
 TERMINAL_STATES = ("SUCCESS", "FAILURE")
 SETTLE_SECONDS = 120  # at least: see settled_before()
 POINT_CACHE_SECONDS = 300  # a settled point's sums in the cache; a write the monitor retried late shows after it
+# Points that ended longer ago are kept longer (cache_seconds): (ended at least this long ago, seconds kept).
+POINT_CACHE_TIERS = ((timedelta(hours=6), 3600), (timedelta(hours=1), 1800))
 COUNTS = ("succeeded", "failed", "retried", "revoked", "recovered", "critical", "lost")
 
 
@@ -367,7 +370,7 @@ def _cached_points(
     kind: str, backend: str, span: Window, read: Callable[[datetime], dict[int, T]], empty: T
 ) -> dict[int, T]:
     """`read(since)` per point index of the window, the points that ended before settled_before()
-    kept POINT_CACHE_SECONDS in Django's cache (they no longer change, but for a write the
+    kept in Django's cache for cache_seconds() (they no longer change, but for a write the
     monitor retried late): one read from the first point not cached to now. A cache that fails
     is left out (everything read from the database)."""
     width = timedelta(seconds=span.point_seconds)
@@ -387,13 +390,26 @@ def _cached_points(
     if first is None:
         return found
     fresh = read(span.points[first])
-    missing = {key: fresh.get(index, empty) for index, key in keys.items() if index >= first and index not in found}
-    if missing:
-        try:
-            cache.set_many(missing, POINT_CACHE_SECONDS)
-        except CACHE_ERRORS as exc:
-            logger.warning("Task analytics points not cached, the cache failed: %s", exc)
+    by_seconds: dict[int, dict[str, T]] = defaultdict(dict)
+    for index, key in keys.items():
+        if index >= first and index not in found:
+            by_seconds[cache_seconds(span.until - span.points[index] - width)][key] = fresh.get(index, empty)
+    try:
+        for seconds, values in by_seconds.items():
+            cache.set_many(values, seconds)
+    except CACHE_ERRORS as exc:
+        logger.warning("Task analytics points not cached, the cache failed: %s", exc)
     return {**found, **fresh}
+
+
+def cache_seconds(age: timedelta) -> int:
+    """How long a settled point's sums are kept, by how long ago it ended: the older, the less
+    likely a write the monitor retried late, and entries of different ages do not all expire
+    together (a table's first read caches every point; after that, reads cover the newest)."""
+    for older_than, seconds in POINT_CACHE_TIERS:
+        if age >= older_than:
+            return seconds
+    return POINT_CACHE_SECONDS
 
 
 def point_sums(backend: str, span: Window) -> PointSums:

@@ -309,7 +309,7 @@ def test_real_sleeps_give_task_detail_percentiles_within_their_buckets(redis_onl
 @pytest.mark.django_db
 def test_settled_points_come_from_the_cache_and_the_current_point_from_the_database():
     """A point that ended before settled_before() is read once and kept: a row written into it
-    later shows only once the cache entry goes (POINT_CACHE_SECONDS); the current point is
+    later shows only once the cache entry goes (cache_seconds); the current point is
     always read."""
     settled, current = datetime(2026, 5, 4, 9, 40, tzinfo=UTC), NOW.replace(second=0)
     rollup("k", settled, succeeded=2)
@@ -323,6 +323,9 @@ def test_settled_points_come_from_the_cache_and_the_current_point_from_the_datab
     assert analytics.task_detail("default", "k", "1h", now=NOW).stats.runs == 115  # a task's page reads it all
     cache.clear()
     assert analytics.task_table("default", "1h", now=NOW).rows[0].runs == 115
+    # Kept 5 min once settled, 30 min an hour after, an hour once 6 h old.
+    ages = [timedelta(minutes=3), timedelta(minutes=59), timedelta(hours=1), timedelta(hours=6), timedelta(days=20)]
+    assert [analytics.cache_seconds(age) for age in ages] == [300, 300, 1800, 3600, 3600]
 
 
 @pytest.mark.django_db
