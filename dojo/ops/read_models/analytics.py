@@ -338,8 +338,8 @@ def index_scans() -> Iterator[Any]:
     minute row is recent: it expects ten times the hour rows a recent range holds, so it scans the
     whole table (and pays JIT compilation for the cost it imagines). The task_rollup_window /
     failure_rollup_window indexes (period, backend, bucket_start) fit every read here; extended
-    statistics would need a migration. SET LOCAL lasts until the transaction ends: the settings
-    are put back when the caller's own transaction goes on."""
+    statistics would need a migration. SET LOCAL lasts until the transaction ends: inside a
+    caller's own transaction the settings are put back."""
     if connection.vendor != "postgresql":
         with connection.cursor() as cursor:
             yield cursor
@@ -350,14 +350,12 @@ def index_scans() -> Iterator[Any]:
             "SET LOCAL enable_seqscan = off; SET LOCAL jit = off; SET LOCAL work_mem = '32MB'; "
             "SET LOCAL max_parallel_workers_per_gather = 0"
         )
-        try:
-            yield cursor
-        finally:
-            if outer:
-                cursor.execute(
-                    "SET LOCAL enable_seqscan TO DEFAULT; SET LOCAL jit TO DEFAULT; SET LOCAL work_mem TO DEFAULT; "
-                    "SET LOCAL max_parallel_workers_per_gather TO DEFAULT"
-                )
+        yield cursor
+        if outer:  # after a failure the savepoint's rollback undoes the SET LOCAL itself
+            cursor.execute(
+                "SET LOCAL enable_seqscan TO DEFAULT; SET LOCAL jit TO DEFAULT; SET LOCAL work_mem TO DEFAULT; "
+                "SET LOCAL max_parallel_workers_per_gather TO DEFAULT"
+            )
 
 
 def settled_before(now: datetime) -> datetime:
