@@ -7,6 +7,7 @@ from dojo.api_v2.analytics import (
     CeleryTaskDetailAnalyticsView,
     CeleryThroughputView,
 )
+from dojo.api_v2.bulk import CeleryBulkCancelView, CeleryBulkOperationView, CeleryBulkPreviewView, CeleryBulkView
 from dojo.api_v2.controls import (
     CeleryQueuePauseView,
     CeleryQueuePurgeTaskView,
@@ -39,6 +40,11 @@ urlpatterns = [
     path("celery/tasks/retry/", CeleryTaskRetryView.as_view(), name="celery_task_retry"),
     path("celery/tasks/revoke/", CeleryTaskRevokeView.as_view(), name="celery_task_revoke"),
     path("celery/tasks/terminate/", CeleryTaskTerminateView.as_view(), name="celery_task_terminate"),
+    path("celery/bulk/", CeleryBulkView.as_view(), name="celery_bulk"),
+    path("celery/bulk/preview/", CeleryBulkPreviewView.as_view(), name="celery_bulk_preview"),
+    # <path:>: an id that is not a number is the API's JSON 404, not Django's page (cancel/ first).
+    path("celery/bulk/<path:operation_id>/cancel/", CeleryBulkCancelView.as_view(), name="celery_bulk_cancel"),
+    path("celery/bulk/<path:operation_id>/", CeleryBulkOperationView.as_view(), name="celery_bulk_operation"),
     path("celery/queues/", CeleryQueuesView.as_view(), name="celery_queues"),
     path("celery/queues/breakdown/", CeleryQueueBreakdownView.as_view(), name="celery_queue_breakdown"),
     path("celery/processes/", CeleryProcessesView.as_view(), name="celery_processes"),

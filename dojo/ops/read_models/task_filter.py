@@ -11,7 +11,8 @@ What the stored results (django-celery-results' TaskResult) can be filtered on:
   analytics (TaskRollup) count them from events instead;
 - exception_type: the stored failure's exception class, "ValueError" or qualified with its module
   ("smtplib.SMTPServerDisconnected"), matched on the JSON the backend stores;
-- done_after / done_before: date_done in [after, before). There is no received window: a stored
+- done_after / done_before: date_done in [after, before) (a window that ends before it starts
+  matches nothing: the preview says 0). There is no received window: a stored
   result does not keep when its task was received (date_created is when the row was written);
 - queue and backend: from the meta the project's workers store (dojo.worker.signals.remember_queue);
   a result without a backend in its meta counts for the main one;
@@ -87,8 +88,6 @@ class TaskFilter:
         if state and state not in STORED_STATES:
             raise FilterError("state", f"must be one of {', '.join(STORED_STATES)}.")
         values["state"] = state
-        if values["done_after"] and values["done_before"] and values["done_after"] >= values["done_before"]:
-            raise FilterError("done_before", "must be later than done_after.")
         if values["backend"]:
             try:
                 get_broker(values["backend"])

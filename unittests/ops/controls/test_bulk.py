@@ -130,7 +130,6 @@ def test_filter_round_trips_through_its_query_and_names_the_bad_field(db):
         ({"state": "RECOVERED"}, "state"),
         ({"state": "NOPE"}, "state"),
         ({"done_after": "yesterday"}, "done_after"),
-        ({"done_after": "2026-01-02T00:00Z", "done_before": "2026-01-01T00:00Z"}, "done_before"),
         ({"backend": "nowhere"}, "backend"),
         ({"task_name": "x" * 256}, "task_name"),
         ({"task_name": "a", "task_name_prefix": "b"}, "task_name_prefix"),
