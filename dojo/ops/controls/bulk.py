@@ -256,10 +256,13 @@ def resume_stale(stale_seconds: float | None = None) -> list[int]:
 
 
 def progress(operation: BulkOperation, now: datetime | None = None) -> dict[str, Any]:
-    """done / total, the rate since the start (results per second) and the time left at that rate."""
+    """done / total, the rate since the start (results per second) and the time left at that rate.
+
+    The total is the confirmed count while the operation runs; once done, what it processed (results
+    that stopped matching meanwhile, deleted or retried elsewhere, are not left "to do")."""
     now = now or timezone.now()
     processed = operation.done_count + operation.failed_count
-    total = max(operation.confirmed_count, processed)
+    total = processed if operation.state == State.DONE else max(operation.confirmed_count, processed)
     elapsed = ((operation.finished_at or now) - operation.started_at).total_seconds() if operation.started_at else 0
     rate = processed / elapsed if elapsed > 0 else None
     left = None
