@@ -11,8 +11,9 @@ from django_celery_results.models import TaskResult
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from dojo.models import FailureRollup, TaskRollup
+from dojo.models import TaskRollup
 from dojo.ops import histograms
+from unittests.analytics_rows import failure_rollup, task_rollup
 from unittests.conftest import make_user
 
 TASKS = reverse("celery_analytics_tasks")
@@ -30,14 +31,13 @@ def client_of(user) -> APIClient:
 
 @pytest.fixture
 def rows(db) -> datetime:
-    """Minute rows of the current minute: "mail" 9 ok + 1 failed of 0.3 s, "report" 2 ok of 7 s;
+    """Minute rows (and their hour rows) of the current minute: "mail" 9 ok + 1 failed of 0.3 s, "report" 2 ok of 7 s;
     a ValueError group of "mail" with its text; a stored result of "mail" that took 4 s."""
     minute = datetime.now(UTC).replace(second=0, microsecond=0)
     for name, ok, failed, runtime in (("mail", 9, 1, 0.3), ("report", 2, 0, 7.0)):
         buckets = histograms.empty()
         buckets[histograms.bucket_of(runtime)] = ok + failed
-        TaskRollup.objects.create(
-            period=MINUTE,
+        task_rollup(
             bucket_start=minute,
             backend="default",
             task_name=name,
@@ -49,8 +49,7 @@ def rows(db) -> datetime:
             runtime_buckets=buckets,
             wait_buckets=buckets,
         )
-    FailureRollup.objects.create(
-        period=MINUTE,
+    failure_rollup(
         bucket_start=minute,
         backend="default",
         task_name="mail",
@@ -118,7 +117,7 @@ def test_failures_and_throughput(api, rows):
     assert [(g["task_name"], g["exception_type"], g["count"]) for g in groups["groups"]] == [("mail", "ValueError", 1)]
     assert groups["task_name"] == "" and groups["limit"] == 200
     assert api.get(FAILURES, {"task_name": "report"}).json()["groups"] == []
-    assert api.get(FAILURES, {"task_name": "mail", "window": "7d"}).json()["groups"] == []  # no hour rows
+    assert api.get(FAILURES, {"task_name": "mail", "window": "7d"}).json()["groups"][0]["count"] == 1  # hour rows
     points = api.get(THROUGHPUT, {"minutes": 3}).json()
     assert points["minutes"] == 3 and len(points["points"]) == 3
     assert [(p["succeeded"], p["failed"]) for p in points["points"]][-1] in ((11, 1), (0, 0))  # minute turned?

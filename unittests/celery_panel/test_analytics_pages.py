@@ -7,6 +7,7 @@ import html
 import json
 import re
 from datetime import UTC, datetime, timedelta
+from functools import partial
 
 import pytest
 from django.db import OperationalError
@@ -15,9 +16,10 @@ from django.urls import reverse
 from django_celery_results.models import TaskResult
 
 from dojo.celery_panel.analytics import spark_path
-from dojo.models import FailureRollup, TaskRollup
+from dojo.models import TaskRollup
 from dojo.ops import histograms
 from dojo.ops.fleet.clock import database_now
+from unittests.analytics_rows import failure_rollup, task_rollup
 from unittests.conftest import make_user
 
 TABLE = reverse("celery_panel:analytics")
@@ -44,8 +46,9 @@ def buckets(values: list[float]) -> list[int]:
 
 
 def rollup(task: str, start: datetime, period: int = 60, runtimes=(), waits=(), **counts: int) -> TaskRollup:
-    return TaskRollup.objects.create(
-        period=period,
+    """A minute row with its hour row, as the monitor writes them (period=3600: an hour row only)."""
+    write = task_rollup if period == 60 else partial(TaskRollup.objects.create, period=period)
+    return write(
         bucket_start=start,
         backend="default",
         task_name=task,
@@ -60,8 +63,7 @@ def rollup(task: str, start: datetime, period: int = 60, runtimes=(), waits=(), 
 
 
 def failure(task: str, exception_type: str, count: int, start: datetime, task_id: str, text: str) -> None:
-    FailureRollup.objects.create(
-        period=60,
+    failure_rollup(
         bucket_start=start,
         backend="default",
         task_name=task,
@@ -151,10 +153,11 @@ def test_task_table_figures_sorts_links_and_window_switch(staff):
 
     hour_page = get(staff, TABLE, window="1h")
     assert names(hour_page) == ["mail.send", "images.resize"]
-    assert "one point every 1 minute)" in hour_page and "one point every 30 minutes)" in page
+    assert "one point every 1 minute)" in hour_page and "one point every 1 hour)" in page
     assert 'data-window="1h" class="current"' in hour_page
     assert 'href="?window=7d"' in hour_page
-    assert names(get(staff, TABLE, window="7d")) == ["old.cleanup"]  # the hour rows (none written for the rest)
+    seven_days = ["mail.send", "images.resize", "reports.build", "old.cleanup"]
+    assert names(get(staff, TABLE, window="7d")) == seven_days  # the hour rows: old.cleanup of 3 days ago too
 
 
 @pytest.mark.django_db
@@ -208,7 +211,7 @@ def test_task_page_counts_charts_slowest_runs_and_failures(settings):
     assert 'data-runtime="4.0">4 s<' in page and 'data-runtime="1.5">1.5 s<' in page
 
     chart = embedded(page, "task-series")
-    assert len(chart["times"]) == 48 and chart["point_seconds"] == 1800  # 24 h of 30 min points
+    assert len(chart["times"]) == 24 and chart["point_seconds"] == 3600  # 24 h of hour points
     assert sum(chart["runs"]["succeeded"]) == 4 and sum(chart["runs"]["failed"]) == 2
     assert sum(chart["runs"]["retried"]) == 3 and sum(chart["runs"]["revoked"]) == 1
     known = [value for value in chart["runtime"]["p95"] if value is not None]
@@ -263,7 +266,7 @@ def test_failures_grouped_with_and_without_the_task_data_right():
     assert "t-mail" in hidden  # the latest task's id and its link are not task data
 
     only_images = get(client_for("other", superuser=True), FAILURES, task_name="images.resize", window="30d")
-    assert groups(only_images) == []  # 30 d reads the hour rows: none written
+    assert groups(only_images) == [("images.resize", "OSError", "5")]  # 30 d: the older failure too
     only_images = get(client_for("other2", superuser=True), FAILURES, task_name="images.resize")
     assert groups(only_images) == [("images.resize", "OSError", "4")]
     assert 'id="all-failures-link"' in only_images
@@ -309,8 +312,8 @@ def test_an_odd_task_name_links_to_its_page_and_its_failures(staff):
 def test_the_backend_switch_shows_each_backends_rows_and_keeps_the_other_parameters(staff, settings):
     settings.CELERY_BACKENDS = {"second": {"broker_url": "memory://"}}
     rollup("mail.send", minute(5), runtimes=[0.04], succeeded=1)
-    other = rollup("reports.build", minute(5), runtimes=[2.0], succeeded=3)
-    TaskRollup.objects.filter(pk=other.pk).update(backend="second")
+    rollup("reports.build", minute(5), runtimes=[2.0], succeeded=3)
+    TaskRollup.objects.filter(task_name="reports.build").update(backend="second")  # its minute and hour rows
     assert names(get(staff, TABLE)) == ["mail.send"]
     second = get(staff, TABLE, backend="second", window="1h", sort="task_name")
     assert names(second) == ["reports.build"]
@@ -400,7 +403,7 @@ def test_in_a_browser_sort_follow_a_name_to_its_charts_and_expand_a_traceback(li
         drawn = page.locator(f"#{box} svg path.series").evaluate_all("paths => paths.map(p => p.dataset.series)")
         assert drawn == series, box
     runs = page.get_attribute('#chart-runs path[data-series="succeeded"]', "d")
-    assert len(re.findall(r"[ML]", runs)) == 48  # a point each 30 min over 24 h, zeros drawn
+    assert len(re.findall(r"[ML]", runs)) == 24  # a point each hour over 24 h, zeros drawn
     # p95 is known in one point only: a dot, not a line
     assert page.locator("#chart-runtime circle.dot.series-p95").count() == 1
     assert page.locator("#chart-runs text.tick").count() >= 4

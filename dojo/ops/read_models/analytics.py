@@ -1,9 +1,10 @@
 """Task analytics over the event monitor's rollups (TaskRollup, FailureRollup): the per task name
 table, one task name's page, the failures grouped by exception type and the throughput per minute.
 
-Windows (WINDOWS): 1h and 24h read the minute rows, 7d and 30d the hour rows (minute rows are kept
-DD_ANALYTICS_MINUTE_HOURS only). Each window is cut into at most 60 points of POINT_SECONDS (1h: 1
-min, 24h: 30 min, 7d: 4 h, 30d: 12 h), aligned on multiples of the point width since the epoch in
+Windows (WINDOWS): 1h reads the minute rows, 24h, 7d and 30d the hour rows (a 24 h table from
+minute rows sums 60 times as many rows: 1.3 s on PostgreSQL with 100 task names, against tens of ms).
+Each window is cut into at most 60 points of POINT_SECONDS (1h: 1 min, 24h: 1 h, 7d: 4 h, 30d:
+12 h), aligned on multiples of the point width since the epoch in
 UTC; the last point is the one holding now, so a window covers its length less at most one point
 plus what has passed of the current point. A point with no rows counts zero runs and has no
 percentiles (None).
@@ -47,8 +48,8 @@ T = TypeVar("T")
 
 WINDOWS: dict[str, int] = {"1h": 3600, "24h": 86400, "7d": 604800, "30d": 2592000}
 DEFAULT_WINDOW = "24h"
-POINT_SECONDS: dict[str, int] = {"1h": 60, "24h": 1800, "7d": 14400, "30d": 43200}
-MINUTE_TIER_MAX_SECONDS = 86400  # windows up to this read minute rows, longer ones hour rows
+POINT_SECONDS: dict[str, int] = {"1h": 60, "24h": 3600, "7d": 14400, "30d": 43200}
+MINUTE_TIER_MAX_SECONDS = 3600  # windows up to this read minute rows, longer ones hour rows
 SORT_KEYS = (
     "task_name",
     "runs",

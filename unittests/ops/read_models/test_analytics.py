@@ -46,24 +46,28 @@ def rollup(name: str, start: datetime, *, period: int = MINUTE, backend: str = "
 
 
 @pytest.mark.django_db
-def test_stats_percentiles_rates_share_and_sparklines_over_minute_rows():
+def test_stats_percentiles_rates_share_and_sparklines_over_hour_rows():
     """Two queues and two points of one task name add up; percentiles are read from the merged
-    buckets (linear within a bucket), rates are of succeeded + failed, time share of all names."""
+    buckets (linear within a bucket), rates are of succeeded + failed, time share of all names.
+    The 24h window reads hour rows, one point an hour."""
     span = analytics.window_of("24h", NOW)
-    assert span.period == MINUTE and span.point_seconds == 1800 and len(span.points) == 48
+    assert span.period == HOUR and span.point_seconds == 3600 and len(span.points) == 24
     assert span.points[-1] == datetime(2026, 5, 4, 10, 0, tzinfo=UTC)
-    assert span.since == span.points[0] == datetime(2026, 5, 3, 10, 30, tzinfo=UTC)
-    # "a": 90 runs of 0.3 s at 10:01 (queue celery), 10 of 1.2 s at 09:45 (queue other) -> p50, p95 known.
-    rollup("a", NOW.replace(minute=1, second=0), succeeded=85, failed=5, retried=9, runtimes=[0.3] * 90, waits=[0.02])
-    rollup("a", datetime(2026, 5, 4, 9, 45, tzinfo=UTC), queue="other", succeeded=10, runtimes=[1.2] * 10)
-    rollup("b", datetime(2026, 5, 4, 9, 0, tzinfo=UTC), succeeded=0, revoked=3, runtime_sum=0.0)
-    rollup("c", datetime(2026, 5, 3, 11, 0, tzinfo=UTC), succeeded=4, failed=4, runtimes=[36.0] * 8, lost=1)
-    rollup("old", datetime(2026, 5, 3, 10, 29, tzinfo=UTC), succeeded=50)  # before the first point
-    rollup("a", NOW.replace(minute=1, second=0), period=HOUR, succeeded=999)  # the other tier
-    rollup("a", NOW.replace(minute=1, second=0), backend="second", succeeded=777)  # another backend
+    assert span.since == span.points[0] == datetime(2026, 5, 3, 11, 0, tzinfo=UTC)
+    # "a": 90 runs of 0.3 s at 10:00 (queue celery), 10 of 1.2 s at 09:00 (queue other) -> p50, p95 known.
+    ten = NOW.replace(minute=0, second=0)
+    rollup("a", ten, period=HOUR, succeeded=85, failed=5, retried=9, runtimes=[0.3] * 90, waits=[0.02])
+    rollup("a", datetime(2026, 5, 4, 9, 0, tzinfo=UTC), period=HOUR, queue="other", succeeded=10, runtimes=[1.2] * 10)
+    rollup("b", datetime(2026, 5, 4, 9, 0, tzinfo=UTC), period=HOUR, succeeded=0, revoked=3, runtime_sum=0.0)
+    rollup(
+        "c", datetime(2026, 5, 3, 11, 0, tzinfo=UTC), period=HOUR, succeeded=4, failed=4, runtimes=[36.0] * 8, lost=1
+    )
+    rollup("old", datetime(2026, 5, 3, 10, 0, tzinfo=UTC), period=HOUR, succeeded=50)  # before the first point
+    rollup("a", NOW.replace(minute=1, second=0), succeeded=999)  # the other tier (a minute row)
+    rollup("a", ten, period=HOUR, backend="second", succeeded=777)  # another backend
 
     table = analytics.task_table("default", "24h", now=NOW)
-    assert (table.window, table.point_seconds, table.since, table.until) == ("24h", 1800, span.since, NOW)
+    assert (table.window, table.point_seconds, table.since, table.until) == ("24h", 3600, span.since, NOW)
     assert [row.task_name for row in table.rows] == ["a", "c", "b"]  # -runs: 100, 8, 0
     a, c, b = table.rows
     assert (a.runs, a.succeeded, a.failed, a.retried) == (100, 95, 5, 9)
@@ -86,12 +90,12 @@ def test_stats_percentiles_rates_share_and_sparklines_over_minute_rows():
         None,
     )
     assert b.time_share_percent == 0.0
-    # Sparklines: 10:01 is in the last point (10:00), 09:45 in the one before (09:30).
+    # Sparklines: 10:00 is the last point, 09:00 the one before.
     assert a.runs_series[-1] == 90 and a.runs_series[-2] == 10 and sum(a.runs_series) == 100
     assert a.p95_series[-1] == pytest.approx(0.25 + 0.25 * 0.95 * 90 / 90) and a.p95_series[-2] is not None
-    assert a.p95_series[0] is None and len(a.runs_series) == len(a.p95_series) == 48
-    assert c.runs_series[1] == 8  # 11:00 -> the second point (11:00 - 11:30)
-    assert b.runs_series == [0] * 48
+    assert a.p95_series[0] is None and len(a.runs_series) == len(a.p95_series) == 24
+    assert c.runs_series[0] == 8  # 11:00 yesterday: the first point
+    assert b.runs_series == [0] * 24
 
 
 @pytest.mark.django_db
@@ -124,13 +128,13 @@ def test_sort_orders_put_none_last_either_way_and_bad_input_is_refused():
 
 @pytest.mark.django_db
 def test_windows_read_their_tier_and_cut_their_points():
-    """1h and 24h read minute rows, 7d and 30d hour rows; the points' count and width per window."""
+    """1h reads minute rows, 24h, 7d and 30d hour rows; the points' count and width per window."""
     start = NOW.replace(minute=0, second=0)
     rollup("t", start, period=MINUTE, succeeded=1)
     rollup("t", start, period=HOUR, succeeded=100)
     rollup("t", start - timedelta(days=6, hours=20), period=HOUR, succeeded=10)  # inside 7d
     rollup("t", start - timedelta(days=20), period=HOUR, succeeded=1000)  # inside 30d only
-    expected = {"1h": (1, 60, 60), "24h": (1, 48, 1800), "7d": (110, 42, 14400), "30d": (1110, 60, 43200)}
+    expected = {"1h": (1, 60, 60), "24h": (100, 24, 3600), "7d": (110, 42, 14400), "30d": (1110, 60, 43200)}
     for window, (runs, points, width) in expected.items():
         table = analytics.task_table("default", window, now=NOW)
         assert table.rows[0].runs == runs, window
@@ -167,7 +171,7 @@ def test_throughput_has_one_point_per_minute_with_zeros():
 
 def failure(name: str, exception_type: str, start: datetime, count: int, last: datetime, text: str, **kw):
     return FailureRollup.objects.create(
-        period=kw.pop("period", MINUTE),
+        period=kw.pop("period", HOUR),
         bucket_start=start,
         backend=kw.pop("backend", "default"),
         task_name=name,
@@ -189,7 +193,8 @@ def test_failure_groups_sum_over_the_window_most_failures_first_with_the_latest_
     failure("a", "KeyError", m2, 1, m2 + timedelta(seconds=20), "a-key")
     failure("b", "OSError", m1, 4, m1 + timedelta(seconds=5), "b-os")
     failure("b", "OSError", m1 - timedelta(days=2), 100, m1 - timedelta(days=2), "b-gone")  # outside 24h
-    failure("a", "ValueError", m1, 50, m1, "hour-tier", period=HOUR)
+    minute = datetime(2026, 5, 4, 10, 5, tzinfo=UTC)
+    failure("a", "ValueError", minute, 50, minute, "minute-tier", period=MINUTE)
     groups = analytics.failure_groups("default", "24h", now=NOW)
     assert [(g.task_name, g.exception_type, g.count) for g in groups] == [
         ("a", "ValueError", 5),
@@ -208,7 +213,8 @@ def test_failure_groups_sum_over_the_window_most_failures_first_with_the_latest_
         "KeyError",
     ]
     assert len(analytics.failure_groups("default", "24h", limit=1, now=NOW)) == 1
-    assert analytics.failure_groups("default", "7d", now=NOW)[0].count == 50  # hour rows
+    assert analytics.failure_groups("default", "1h", now=NOW)[0].count == 50  # minute rows
+    assert [(g.task_name, g.count) for g in analytics.failure_groups("default", "7d", now=NOW)][:1] == [("b", 104)]
     assert analytics.failure_groups("other", "24h", now=NOW) == []
 
 
@@ -226,7 +232,7 @@ def test_task_detail_series_failures_and_slowest_stored_runs():
     rollup("d", minute, succeeded=3, failed=1, retried=2, revoked=1, runtimes=[0.3, 0.3, 0.3, 2.0], waits=[0.5] * 4)
     rollup("d", minute - timedelta(minutes=3), succeeded=1, runtimes=[7.0])
     rollup("other", minute, succeeded=1, runtimes=[1.0], runtime_sum=1.0)
-    failure("d", "ValueError", minute, 1, minute, "d-fail")
+    failure("d", "ValueError", minute, 1, minute, "d-fail", period=MINUTE)
     for index, runtime in enumerate([0.5, 9.0, 3.0, 0.1]):
         stored(f"run-{index}", "d", runtime, now - timedelta(seconds=10 + index))
     stored("unstarted", "d", None, now - timedelta(seconds=5))
