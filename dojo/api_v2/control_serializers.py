@@ -9,7 +9,7 @@ from dojo.api_v2.fields import NameField
 from dojo.ops.brokers.queues import configured_queues
 from dojo.ops.controls.apply import MAX_PRIORITY, BadArguments, check_arguments
 from dojo.ops.controls.pauses import QUEUE_NAME_MAX_LENGTH
-from dojo.ops.controls.revocations import TERMINATE_SIGNALS
+from dojo.ops.controls.revocations import REVOKE_MANY_MAX, TERMINATE_SIGNALS
 
 TASK_ID_MAX_LENGTH = 255
 MAX_COUNTDOWN_SECONDS = 365 * 86400
@@ -82,6 +82,23 @@ class TaskRevokeSerializer(serializers.Serializer):
     task_id = serializers.CharField()
     terminate = serializers.BooleanField()
     signal = serializers.CharField(allow_null=True)
+    workers = serializers.ListField(child=serializers.CharField(), help_text="The workers that acknowledged.")
+
+
+class TaskRevokeManyRequestSerializer(serializers.Serializer):
+    task_ids = serializers.ListField(
+        child=NameField(max_length=TASK_ID_MAX_LENGTH),
+        min_length=1,
+        max_length=REVOKE_MANY_MAX,
+        help_text=f"1 to {REVOKE_MANY_MAX} task ids, revoked in one broadcast (an id given twice counts once).",
+    )
+    backend = BackendField()
+
+
+class TaskRevokeManySerializer(serializers.Serializer):
+    backend = serializers.CharField()
+    task_ids = serializers.ListField(child=serializers.CharField(), help_text="The ids revoked, each once.")
+    revoked = serializers.IntegerField(help_text="How many ids were revoked.")
     workers = serializers.ListField(child=serializers.CharField(), help_text="The workers that acknowledged.")
 
 

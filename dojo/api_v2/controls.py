@@ -28,6 +28,8 @@ from dojo.api_v2.control_serializers import (
     TaskPurgeRequestSerializer,
     TaskPurgeSerializer,
     TaskRetrySerializer,
+    TaskRevokeManyRequestSerializer,
+    TaskRevokeManySerializer,
     TaskRevokeSerializer,
     TaskTerminateRequestSerializer,
 )
@@ -46,7 +48,14 @@ from dojo.ops.controls.audit import Result, record_action
 from dojo.ops.controls.pauses import InvalidQueueName, PauseResult, pause_queue, resume_queue
 from dojo.ops.controls.purge import PurgeInterrupted, PurgeResult, TaskPurgeResult, purge_queue, purge_task_name
 from dojo.ops.controls.retry import NotRetryable, RetryResult, UnknownTask, retry_task
-from dojo.ops.controls.revocations import RevokeResult, TaskNotRunning, revoke_task, terminate_task
+from dojo.ops.controls.revocations import (
+    RevokeManyResult,
+    RevokeResult,
+    TaskNotRunning,
+    revoke_task,
+    revoke_tasks,
+    terminate_task,
+)
 from dojo.permissions import CanControlCelery
 
 CELERY_OFF = "Celery is not enabled (DD_CELERY_ENABLED=false)."
@@ -283,6 +292,38 @@ class CeleryTaskRevokeView(CeleryControlView):
 
     def counts(self, result: RevokeResult) -> dict[str, int]:
         return {"workers": len(result.workers)}
+
+
+class CeleryTaskRevokeManyView(CeleryControlView):
+    """Many ids in one request: one status read, one broadcast and one audit row with the count."""
+
+    celery_permission = "revoke_task"
+    audit_action = "revoke_tasks"
+    request_serializer = TaskRevokeManyRequestSerializer
+    response_serializer = TaskRevokeManySerializer
+    target_fields = ()
+    summary = (
+        "Revoke up to 500 tasks in one broadcast: workers discard them when they arrive or fall due; "
+        "workers starting later know them too"
+    )
+
+    def target(self, values: Mapping) -> str:
+        given = values.get("task_ids")
+        if not isinstance(given, list):
+            return ""
+        ids = list(dict.fromkeys(str(task_id) for task_id in given))  # as revoked: each id once
+        shown = ", ".join(str(task_id) for task_id in ids[:5])
+        return f"{len(ids)} task ids: {shown}{', ...' if len(ids) > 5 else ''}"
+
+    def perform(self, request: Request, data: dict, backend: Broker) -> dict[str, Any]:
+        result: RevokeManyResult = revoke_tasks(data["task_ids"], backend)
+        return {**result.__dict__, "revoked": len(result.task_ids)}
+
+    def counts(self, result: dict[str, Any]) -> dict[str, int]:
+        return {"tasks": result["revoked"], "workers": len(result["workers"])}
+
+    def detail(self, result: dict[str, Any]) -> str:
+        return " ".join(result["task_ids"])
 
 
 class CeleryTaskTerminateView(CeleryControlView):

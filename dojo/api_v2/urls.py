@@ -15,6 +15,7 @@ from dojo.api_v2.controls import (
     CeleryQueueResumeView,
     CeleryTaskApplyView,
     CeleryTaskRetryView,
+    CeleryTaskRevokeManyView,
     CeleryTaskRevokeView,
     CeleryTaskTerminateView,
 )
@@ -39,6 +40,7 @@ urlpatterns = [
     path("celery/tasks/apply/", CeleryTaskApplyView.as_view(), name="celery_task_apply"),
     path("celery/tasks/retry/", CeleryTaskRetryView.as_view(), name="celery_task_retry"),
     path("celery/tasks/revoke/", CeleryTaskRevokeView.as_view(), name="celery_task_revoke"),
+    path("celery/tasks/revoke-many/", CeleryTaskRevokeManyView.as_view(), name="celery_task_revoke_many"),
     path("celery/tasks/terminate/", CeleryTaskTerminateView.as_view(), name="celery_task_terminate"),
     path("celery/bulk/", CeleryBulkView.as_view(), name="celery_bulk"),
     path("celery/bulk/preview/", CeleryBulkPreviewView.as_view(), name="celery_bulk_preview"),
