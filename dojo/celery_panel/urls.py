@@ -1,13 +1,14 @@
 from django.contrib import admin
 from django.urls import path
 
-from dojo.celery_panel import analytics, apply, dashboard, views
+from dojo.celery_panel import analytics, apply, dashboard, scheduled, views
 
 app_name = "celery_panel"
 
 # <path:> for names a user chose: task ids, worker and queue names may hold "/".
 urlpatterns = [
     path("tasks/", admin.site.admin_view(views.tasks), name="tasks"),
+    path("scheduled/", admin.site.admin_view(scheduled.scheduled), name="scheduled"),
     path("apply/", admin.site.admin_view(apply.apply_page), name="apply_task"),
     path("tasks/<path:task_id>/", admin.site.admin_view(views.task_detail), name="task_detail"),
     path("workers/", admin.site.admin_view(views.workers), name="workers"),
