@@ -39,6 +39,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
+from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db import transaction
@@ -315,6 +316,12 @@ def run_operation(operation_id: int, runner_id: str) -> str:
             time.sleep(settings.BULK_BATCH_PAUSE_SECONDS)
     except _LostLease:
         return "skipped"
+    except SoftTimeLimitExceeded:
+        # A soft time limit (DD_CELERY_TASK_SOFT_TIME_LIMIT) is no failure: the batch in flight rolled
+        # back (or its claims are settled), and a new runner goes on from the cursor.
+        BulkOperation.objects.filter(pk=operation_id, runner=runner_id).update(runner="", updated_at=timezone.now())
+        send_runner(operation_id)
+        return "continued"
     except Exception as exc:
         logger.exception("Bulk operation %s failed", operation_id)
         _finish(operation_id, State.FAILED, redact(f"{type(exc).__name__}: {exc}"))

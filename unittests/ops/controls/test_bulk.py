@@ -43,6 +43,7 @@ def fleet(redis_only: LiveBroker, shared_database: str, settings) -> LiveBroker:
         "DD_CELERY_RESULT_BACKEND": "django-db",
         "DD_CELERY_QUEUES": ",".join(QUEUES),
         "DD_BULK_STALE_SECONDS": "1",
+        "DD_BULK_QUEUE": "bulk",  # a runner that hands over sends the next one there too
     }
     return redis_only
 
@@ -373,3 +374,38 @@ def test_a_successor_settles_the_batch_a_dead_runner_was_sending_and_a_live_leas
     BulkOperation.objects.filter(pk=operation.pk).update(state="running", runner="alive", updated_at=timezone.now())
     assert bulk.run_operation(operation.pk, "second") == "skipped"
     assert BulkOperation.objects.get(pk=operation.pk).runner == "alive"
+
+
+def test_a_soft_time_limit_hands_the_operation_to_a_new_runner(fleet):
+    """With DD_CELERY_TASK_SOFT_TIME_LIMIT=2 on the worker, an operation of about 8 s outlives
+    its runner several times; each hands over to a new runner, and it ends done, nothing twice."""
+    fake_results(1500, "cleanup.me")
+    fleet.start_worker(
+        "runner",
+        queues="bulk",
+        **fleet.worker_env,
+        DD_BULK_BATCH_SIZE="100",
+        DD_BULK_BATCH_PAUSE_SECONDS="0.5",
+        DD_CELERY_TASK_SOFT_TIME_LIMIT="2",
+    )
+    task_filter = TaskFilter(task_name="cleanup.me")
+    shown = bulk.preview(task_filter, "delete_results")
+    operation = bulk.start(task_filter, "delete_results", shown.count, shown.fingerprint, None)
+    runners = set()
+
+    def ended() -> bool:
+        row = BulkOperation.objects.get(pk=operation.pk)
+        runners.add(row.runner)
+        return row.state in ("done", "failed")
+
+    try:
+        wait_for(ended, 90, "the operation to end")
+    except TimeoutError:
+        row = BulkOperation.objects.get(pk=operation.pk)
+        log = (fleet.tmp / "runner.log").read_text()[-6000:]
+        raise AssertionError(f"{row.state} {row.done_count} {row.runner} {row.detail}\n{log}") from None
+    operation.refresh_from_db()
+    assert operation.state == "done", operation.detail
+    assert (operation.done_count, operation.failed_count) == (1500, 0)
+    assert len(runners - {""}) >= 2, "it was handed over at least once"
+    assert not stored_results(task_filter).exists()
