@@ -1,4 +1,4 @@
-from django.urls import path
+from django.urls import path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from dojo.api_v2.analytics import (
@@ -44,9 +44,14 @@ urlpatterns = [
     path("celery/tasks/terminate/", CeleryTaskTerminateView.as_view(), name="celery_task_terminate"),
     path("celery/bulk/", CeleryBulkView.as_view(), name="celery_bulk"),
     path("celery/bulk/preview/", CeleryBulkPreviewView.as_view(), name="celery_bulk_preview"),
-    # <path:>: an id that is not a number is the API's JSON 404, not Django's page (cancel/ first).
-    path("celery/bulk/<path:operation_id>/cancel/", CeleryBulkCancelView.as_view(), name="celery_bulk_cancel"),
-    path("celery/bulk/<path:operation_id>/", CeleryBulkOperationView.as_view(), name="celery_bulk_operation"),
+    # Any text (newlines and slashes too): an id that is not a number is the API's JSON 404, not
+    # Django's page (cancel/ first).
+    re_path(
+        r"^celery/bulk/(?P<operation_id>[\s\S]+)/cancel/$", CeleryBulkCancelView.as_view(), name="celery_bulk_cancel"
+    ),
+    re_path(
+        r"^celery/bulk/(?P<operation_id>[\s\S]+)/$", CeleryBulkOperationView.as_view(), name="celery_bulk_operation"
+    ),
     path("celery/queues/", CeleryQueuesView.as_view(), name="celery_queues"),
     path("celery/queues/breakdown/", CeleryQueueBreakdownView.as_view(), name="celery_queue_breakdown"),
     path("celery/processes/", CeleryProcessesView.as_view(), name="celery_processes"),

@@ -99,7 +99,7 @@ def test_preview_then_start_then_cancel_and_the_audit(ready, api):
     assert [row["id"] for row in listed["results"]] == [operation["id"]] and listed["next_before"] is None
     assert api.get(operation_url(999_999)).status_code == 404
     assert api.post(operation_url(999_999, cancel=True), format="json").status_code == 404
-    for odd in ("null,null", "-1", "9" * 20, "a/b"):
+    for odd in ("null,null", "-1", "9" * 20, "a/b", "%0A%C2%AB", "%0A5"):
         response = api.get(f"{BULK}{odd}/")
         assert response.status_code == 404 and response["Content-Type"] == "application/json", odd
 
