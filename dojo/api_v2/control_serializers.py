@@ -85,8 +85,23 @@ class TaskRevokeSerializer(serializers.Serializer):
     workers = serializers.ListField(child=serializers.CharField(), help_text="The workers that acknowledged.")
 
 
+class TaskIdListField(serializers.ListField):
+    """A list of task ids whose errors are a list of messages naming each bad item ("item 3: ..."),
+    as the API's error body says, not DRF's object keyed by position."""
+
+    def to_internal_value(self, data: object) -> list:
+        try:
+            return super().to_internal_value(data)
+        except serializers.ValidationError as exc:
+            if not isinstance(exc.detail, dict):
+                raise
+            raise serializers.ValidationError(
+                [f"item {index}: {' '.join(map(str, errors))}" for index, errors in exc.detail.items()]
+            ) from exc
+
+
 class TaskRevokeManyRequestSerializer(serializers.Serializer):
-    task_ids = serializers.ListField(
+    task_ids = TaskIdListField(
         child=NameField(max_length=TASK_ID_MAX_LENGTH),
         min_length=1,
         max_length=REVOKE_MANY_MAX,
