@@ -100,6 +100,7 @@ def scheduled(request: HttpRequest) -> HttpResponse:
     )
     context = {
         **admin.site.each_context(request),
+        "is_nav_sidebar_enabled": False,  # the table needs the page's whole width
         "title": "Scheduled tasks",
         "backend_name": "Scheduled tasks",
         "data_source": "the cached status document (one dojo_status broadcast; scheduled lists capped per worker "

@@ -165,6 +165,8 @@ def test_scheduled_tasks_across_workers_late_hidden_and_revoked(fleet, client, s
     for bad in [{"task_ids": []}, {"task_ids": "x"}, {"task_ids": [f"id-{n}" for n in range(501)]}, {}]:
         code, body = post(client, REVOKE_MANY, bad)
         assert code == 400 and "task_ids" in body, (bad, body)
+    code, body = post(client, REVOKE_MANY, {"task_ids": ["fine", 0, None]})
+    assert code == 400 and body["task_ids"] == ["item 1: Not a valid string.", "item 2: This field may not be null."]
     code, body = post(client, REVOKE, {"task_id": far_one})
     assert code == 200, body
     code, body = post(client, REVOKE_MANY, {"task_ids": [far_two, plain_far, far_two]})
@@ -174,7 +176,7 @@ def test_scheduled_tasks_across_workers_late_hidden_and_revoked(fleet, client, s
     assert {far_one, far_two, plain_far} <= stored and plain_kept not in stored
     audit = CeleryAuditLog.objects.get(action="revoke_tasks", result="ok")
     assert audit.counts == {"tasks": 2, "workers": 2} and audit.target.startswith("2 task ids: ")
-    assert CeleryAuditLog.objects.filter(action="revoke_tasks", result="refused").count() == 5
+    assert CeleryAuditLog.objects.filter(action="revoke_tasks", result="refused").count() == 6
 
     # Revoked rows stay on the worker's timer until due, marked and without buttons.
     revoked = by_id(client)
@@ -236,7 +238,7 @@ def test_scheduled_page_read_only_shows_no_buttons(client, settings):
     assert f'href="{PAGE}"' in html, "linked from the panel's navigation"
 
 
-def test_browser_selects_two_rows_and_revokes_them(fleet, live_server, browser_page):
+def test_browser_selects_two_rows_and_revokes_them(fleet, live_server, browser_page, tmp_path):
     fleet.start_worker("w1", **fleet.worker_env)
     make_user("root", superuser=True)
     ids = [append(fleet, fleet.tmp / "never.txt", f"line-{n}", countdown=300) for n in range(3)]
@@ -262,4 +264,7 @@ def test_browser_selects_two_rows_and_revokes_them(fleet, live_server, browser_p
         assert "revoked" in page.locator(f"tr[data-task-id='{task_id}']").get_attribute("class")
     assert "revoked" not in page.locator(f"tr[data-task-id='{ids[2]}']").get_attribute("class")
     assert page.locator(f"input.select-task[value='{ids[2]}']").count() == 1
+    page.click("#select-all")
+    assert page.locator("[data-selected-count]").text_content() == "1", "only the row not revoked has a box"
+    page.screenshot(path=str(tmp_path / "scheduled.png"), full_page=True)
     assert page.console_errors == []

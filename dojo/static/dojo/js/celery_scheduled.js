@@ -2,6 +2,7 @@
  * /api/v2/celery/tasks/revoke-many/ (the root's data-revoke-many-url), after a confirmation that
  * repeats the count. On success the page reloads and shows the outcome (the flash message
  * celery_controls.js shows); on failure the API's reason is shown and nothing is reloaded.
+ * "Select all on this page" ticks every row shown (or unticks them when all are ticked).
  * One task's own Revoke button is celery_controls.js's.
  */
 (function (window) {
@@ -47,6 +48,16 @@
   root.addEventListener("change", function (event) {
     if (event.target.classList.contains("select-task")) { update(); }
   });
+
+  var selectAll = root.querySelector("[data-select-all]");
+  if (selectAll) {
+    selectAll.addEventListener("click", function () {
+      var boxes = root.querySelectorAll("input.select-task");
+      var every = Array.prototype.every.call(boxes, function (box) { return box.checked; });
+      Array.prototype.forEach.call(boxes, function (box) { box.checked = !every; });
+      update();
+    });
+  }
 
   button.addEventListener("click", function () {
     var ids = selected();
