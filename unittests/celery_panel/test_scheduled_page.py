@@ -13,7 +13,7 @@ import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 import pytest
 from celery.result import AsyncResult
@@ -268,3 +268,31 @@ def test_browser_selects_two_rows_and_revokes_them(fleet, live_server, browser_p
     assert page.locator("[data-selected-count]").text_content() == "1", "only the row not revoked has a box"
     page.screenshot(path=str(tmp_path / "scheduled.png"), full_page=True)
     assert page.console_errors == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_revoke_many_puts_the_stored_rows_back_when_the_broadcast_fails(redis_only, monkeypatch, client, settings):
+    """The broadcast is made to fail after the status read answered (injected: a broker that answers
+    one and refuses the next cannot be produced on purpose): nothing stays stored that was not before,
+    and the id revoked before keeps its time. Read-only mode refuses the call before anything."""
+    from dojo.ops.brokers.connection import BrokerUnavailable
+    from dojo.ops.controls import revocations
+
+    earlier = TaskRevocation.objects.create(task_id="revoked-before")
+    TaskRevocation.objects.filter(pk=earlier.pk).update(revoked_at=datetime(2026, 1, 2, tzinfo=UTC))
+
+    def refused(*args, **kwargs):
+        raise BrokerUnavailable("the broker refused the broadcast")
+
+    monkeypatch.setattr(revocations, "broadcast", refused)
+    client.force_login(make_user("root", superuser=True))
+    code, body = post(client, REVOKE_MANY, {"task_ids": ["revoked-before", "new-one"]})
+    assert code == 503 and "refused the broadcast" in body["detail"]
+    assert list(TaskRevocation.objects.values_list("task_id", "revoked_at")) == [
+        ("revoked-before", datetime(2026, 1, 2, tzinfo=UTC))
+    ]
+    assert CeleryAuditLog.objects.get(action="revoke_tasks").result == "failed"
+
+    settings.CELERY_READ_ONLY = True
+    code, body = post(client, REVOKE_MANY, {"task_ids": ["new-one"]})
+    assert code == 403 and "READ_ONLY" in body["detail"]
