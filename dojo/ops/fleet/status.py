@@ -281,9 +281,11 @@ def read_status(broker: Broker | None = None) -> CeleryStatus:
     _consumed_before[consumed_key] = frozenset(consumed - set(configured))
     cap = settings.CELERY_STATUS_MAX_TASKS_PER_WORKER
     replies = {name: cap_task_lists(reply, cap) for name, reply in replies.items()}
+    idle = consuming.default_factory()  # not consuming[name]: that would store an idle load per queue
     queues = {
         name: QueueState(
-            ready=depth.ready, consumers=depth.consumers if depth.consumers is not None else consuming[name].consumers
+            ready=depth.ready,
+            consumers=depth.consumers if depth.consumers is not None else (consuming.get(name) or idle).consumers,
         )
         for name, depth in depths.items()
     }
