@@ -95,7 +95,7 @@ def test_scheduled_tasks_across_workers_late_hidden_and_revoked(fleet, client, s
     out = tmp_path / "scheduled.txt"
     out.touch()
     soon = append(fleet, out, "soon", countdown=6)
-    far_one = append(fleet, out, "far-one", countdown=14)
+    far_one = append(fleet, out, "redis://:pw-in-args@example.org/0", countdown=14)  # a secret in an argument
     far_two = append(fleet, out, "far-two", countdown=14)
     plain_far = plain_task(fleet, "plain.add", (2, 3), countdown=14)
     plain_kept = plain_task(fleet, "plain.add", (40, 2), countdown=120)
@@ -122,6 +122,7 @@ def test_scheduled_tasks_across_workers_late_hidden_and_revoked(fleet, client, s
     assert shown[soon].worker == w1 and shown[plain_far].worker == plain
     assert "plain.add" in shown[plain_kept].html and "(40, 2)" in shown[plain_kept].html, "superuser: arguments"
     assert "&#x27;soon&#x27;" in shown[soon].html
+    assert "pw-in-args" not in client.get(PAGE).content.decode() and "example.org/0" in shown[far_one].html, "masked"
     held = {task["id"]: task for task in get_status().queue_details["scheduled"][plain]}
     eta = timezone.localtime(datetime.fromisoformat(held[plain_kept]["eta"])).strftime("%Y-%m-%d %H:%M:%S")
     assert f'<td class="eta">{eta} ' in shown[plain_kept].html

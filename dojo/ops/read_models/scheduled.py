@@ -32,6 +32,7 @@ from dojo.ops.redaction import args_preview, redact
 
 # A filter longer than a task name or a worker name can be is a bad request (the view says so).
 NAME_MAX_LENGTH = 255
+ARGUMENTS_CHARS = 300  # of args and kwargs shown per row (the rest cut with "…")
 
 
 @dataclass(frozen=True)
@@ -91,8 +92,12 @@ def _row(worker: str, task: dict, now: datetime, with_task_data: bool) -> Schedu
         worker=worker,
         queue=(task.get("delivery_info") or {}).get("routing_key"),
         priority=priority if isinstance(priority, int) else None,
-        arguments=args_preview(_text(task.get("args")), _text(task.get("kwargs"))) if with_task_data else None,
+        arguments=_arguments(task) if with_task_data else None,
     )
+
+
+def _arguments(task: dict) -> str:
+    return args_preview(_text(task.get("args")), _text(task.get("kwargs")), ARGUMENTS_CHARS)
 
 
 def _text(value: Any) -> str | None:
