@@ -19,15 +19,7 @@
     messages.appendChild(item);
   }
 
-  function reason(response, body) {
-    if (body && typeof body === "object") {
-      if (body.detail) { return String(body.detail); }
-      return Object.keys(body).map(function (field) {
-        return field + ": " + [].concat(body[field]).join(" ");
-      }).join("; ");
-    }
-    return "HTTP " + response.status;
-  }
+  var reason = window.DojoCeleryApi.reason;  // celery_api.js
 
   function json(field) {
     try { return JSON.parse(form.elements[field].value || (field === "args" ? "[]" : "{}")); }

@@ -25,16 +25,7 @@
     messages.appendChild(item);
   }
 
-  /* The API's reason: {"detail": "..."} or {"field": ["..."]}. */
-  function reason(response, body) {
-    if (body && typeof body === "object") {
-      if (body.detail) { return String(body.detail); }
-      return Object.keys(body).map(function (field) {
-        return field + ": " + [].concat(body[field]).join(" ");
-      }).join("; ");
-    }
-    return "HTTP " + response.status;
-  }
+  var reason = window.DojoCeleryApi.reason;  // celery_api.js
 
   function readJson(response) {
     return response.json().catch(function () { return null; }).then(function (body) {

@@ -37,13 +37,7 @@
     messages.appendChild(item);
   }
 
-  function reason(response, body) {
-    if (body && typeof body === "object") {
-      if (body.detail) { return String(body.detail); }
-      return Object.keys(body).map(function (field) { return field + ": " + [].concat(body[field]).join(" "); }).join("; ");
-    }
-    return "HTTP " + response.status;
-  }
+  var reason = window.DojoCeleryApi.reason;  // celery_api.js
 
   root.addEventListener("change", function (event) {
     if (event.target.classList.contains("select-task")) { update(); }
