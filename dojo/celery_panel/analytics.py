@@ -26,7 +26,7 @@ from dojo.ops.brokers.registry import DEFAULT_ALIAS, Broker, UnknownBroker, conf
 from dojo.ops.durations import duration_words
 from dojo.ops.read_models import analytics as read_model
 from dojo.ops.redaction import mask_repr, redact
-from dojo.permissions import may_see_task_data
+from dojo.permissions import may_control, may_see_task_data
 
 WINDOW_LABELS = {"1h": "1 h", "24h": "24 h", "7d": "7 d", "30d": "30 d"}
 DEFAULT_SORT = "-runs"
@@ -258,6 +258,7 @@ def _render(
         ],
         "task_data_hidden": not may_see_task_data(request.user),
         "data_hidden_note": DATA_HIDDEN,
+        "may_bulk_retry": may_control(request.user, "retry_task"),
         **context,
     }
     return render(request, template, page, status=status)
@@ -347,6 +348,14 @@ def _failure_links(broker: Broker, groups: list[Any]) -> list[dict[str, Any]]:
             else "",
             "analytics_url": _url(
                 "celery_panel:analytics_task", task_name=group.task_name, backend=_backend_param(broker)
+            ),
+            "retry_url": _url(
+                "celery_panel:bulk",
+                task_name=group.task_name,
+                state="FAILURE",
+                exception_type=group.exception_type,
+                backend=_backend_param(broker),
+                action="retry",
             ),
         }
         for group in groups

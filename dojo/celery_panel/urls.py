@@ -1,7 +1,7 @@
 from django.contrib import admin
 from django.urls import path
 
-from dojo.celery_panel import analytics, apply, dashboard, scheduled, views
+from dojo.celery_panel import analytics, apply, bulk, dashboard, scheduled, views
 
 app_name = "celery_panel"
 
@@ -10,6 +10,8 @@ urlpatterns = [
     path("tasks/", admin.site.admin_view(views.tasks), name="tasks"),
     path("scheduled/", admin.site.admin_view(scheduled.scheduled), name="scheduled"),
     path("apply/", admin.site.admin_view(apply.apply_page), name="apply_task"),
+    path("bulk/", admin.site.admin_view(bulk.bulk_page), name="bulk"),
+    path("bulk/<str:operation_id>/", admin.site.admin_view(bulk.bulk_operation), name="bulk_operation"),
     path("tasks/<path:task_id>/", admin.site.admin_view(views.task_detail), name="task_detail"),
     path("workers/", admin.site.admin_view(views.workers), name="workers"),
     path("workers/<path:worker_id>/", admin.site.admin_view(views.worker_detail), name="worker_detail"),

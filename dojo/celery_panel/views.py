@@ -15,6 +15,7 @@ from django.shortcuts import render
 
 from dojo.celery_panel.analytics import overview_throughput
 from dojo.celery_panel.backends.workers import offline_row, worker_row
+from dojo.celery_panel.bulk import may_bulk, tasks_page_bulk_url
 from dojo.celery_panel.conf import backend, panel_settings
 from dojo.celery_panel.configuration import celery_settings
 from dojo.celery_panel.controls import task_controls
@@ -66,6 +67,7 @@ def tasks(request: HttpRequest) -> HttpResponse:
         active_filter=filter_type,
         filters=tasks_backend.AVAILABLE_FILTERS,
         may_apply=may_control(request.user, "apply_task"),
+        bulk_url=tasks_page_bulk_url(filter_type, search) if may_bulk(request.user) else "",
     )
 
 
