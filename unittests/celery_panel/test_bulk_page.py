@@ -17,7 +17,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django_celery_results.models import TaskResult
 
-from dojo.models import BulkOperation, BulkOperationFailure
+from dojo.models import BulkOperation, BulkOperationFailure, BulkRetriedTask
 from unittests.analytics_rows import failure_rollup
 from unittests.conftest import LiveBroker, make_user
 
@@ -176,7 +176,8 @@ def test_retry_these_from_the_failures_grouped_page_and_bulk_action_from_the_tas
         latest_task_id="t-9",
     )
     url = reverse("celery_panel:analytics_failures")
-    expected = f"{PAGE}?task_name=mail.send&amp;state=FAILURE&amp;exception_type=smtplib.SMTPServerDisconnected&amp;action=retry"
+    expected = f"{PAGE}?task_name=mail.send&amp;state=FAILURE&amp;exception_type=smtplib.SMTPServerDisconnected"
+    expected += "&amp;action=retry"
     retrier, viewer = client_for("retrier", permissions=("retry_task",)), client_for("viewer")
     html = retrier.get(url).content.decode()
     assert f'<a href="{expected}" class="bulk-retry-link"' in html
@@ -218,7 +219,7 @@ def runner(redis_only: LiveBroker, shared_database: str, settings) -> LiveBroker
 def test_browser_previews_confirms_watches_progress_to_100_and_opens_the_audit_row(
     runner, live_server, browser_page, tmp_path
 ):
-    failures(300)
+    ids = failures(300)
     failures(5, task_name="mail.other")
     make_user("root", superuser=True)
     page = browser_page
@@ -249,7 +250,7 @@ def test_browser_previews_confirms_watches_progress_to_100_and_opens_the_audit_r
     )
     assert page.text_content("#bulk-progress-state") == "done"
     assert (page.text_content("#bulk-progress-done"), page.text_content("#bulk-progress-total")) == ("300", "300")
-    assert page.text_content("#bulk-progress-left") == "0.0"
+    assert page.text_content("#bulk-progress-left") == "0" and page.text_content("#bulk-progress-percent") == "100"
     page.screenshot(path=str(tmp_path / "bulk-progress.png"), full_page=True)
 
     page.reload()
@@ -262,4 +263,6 @@ def test_browser_previews_confirms_watches_progress_to_100_and_opens_the_audit_r
     assert page.console_errors == []
     done = BulkOperation.objects.get()
     assert (done.done_count, done.state) == (300, "done")
+    sent = BulkRetriedTask.objects.filter(operation=done, state="sent").values_list("task_id", flat=True)
+    assert set(sent) == set(ids), "each of the 300 retried once"
     assert TaskResult.objects.filter(task_name="mail.other").count() == 5
