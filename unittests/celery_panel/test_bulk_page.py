@@ -228,6 +228,19 @@ def test_browser_previews_confirms_watches_progress_to_100_and_opens_the_audit_r
     page.fill("#id_username", "root")
     page.fill("#id_password", "pw-root")
     page.click("input[type=submit], button[type=submit]")
+    page.goto(f"{live_server.url}{PAGE}")
+    page.click("#bulk-preview-button")  # an empty filter is not "everything" without the box
+    page.wait_for_selector("#bulk-messages li.error")
+    assert page.text_content("#bulk-messages li.error") == (
+        'Preview refused: all: The filter narrows nothing: say "all": true to act on all.'
+    )
+    page.check("#bulk-all")
+    page.click("#bulk-preview-button")
+    page.wait_for_selector("#bulk-preview:not([hidden])")
+    assert (page.text_content("#bulk-preview-count"), page.text_content("#bulk-preview-filter")) == (
+        "304",
+        "all (no condition)",
+    )
     page.goto(f"{live_server.url}{PAGE}?{query}")
     assert page.input_value("input[name=task_name]") == TASK
     page.click("#bulk-preview-button")
@@ -268,8 +281,9 @@ def test_browser_previews_confirms_watches_progress_to_100_and_opens_the_audit_r
     page.wait_for_selector("#bulk-operation")
     assert (page.text_content("#op-done"), page.text_content("#op-failed")) == ("300", "0")
     assert page.text_content("#op-state").strip() == "done"
-    # Chromium logs the refused start (the 409 asked for); nothing else went wrong.
-    assert page.console_errors == ["Failed to load resource: the server responded with a status of 409 (Conflict)"]
+    # Chromium logs the refused calls (the 400 and the 409 asked for); nothing else went wrong.
+    refused = "Failed to load resource: the server responded with a status of "
+    assert page.console_errors == [refused + "400 (Bad Request)", refused + "409 (Conflict)"]
     done = BulkOperation.objects.get()
     assert (done.done_count, done.state) == (300, "done")
     sent = BulkRetriedTask.objects.filter(operation=done, state="sent").values_list("task_id", flat=True)

@@ -16,7 +16,16 @@
   if (!form || !previewButton) { return; }
   var csrfToken = root.querySelector("input[name=csrfmiddlewaretoken]").value;
   var messages = root.querySelector("[data-messages]");
-  var reason = window.DojoCeleryApi.reason;  // celery_api.js
+  // The field errors beside the API's "Invalid input: ..." detail say what to fix; else celery_api.js's reason.
+  function reason(response, body) {
+    if (body && typeof body === "object" && /^Invalid input/.test(body.detail || "")) {
+      var fields = Object.keys(body).filter(function (name) { return name !== "detail"; });
+      if (fields.length) {
+        return fields.map(function (name) { return name + ": " + [].concat(body[name]).join(" "); }).join("; ");
+      }
+    }
+    return window.DojoCeleryApi.reason(response, body);
+  }
   var previewBox = document.getElementById("bulk-preview");
   var confirmBox = document.getElementById("bulk-confirm");
   var progressBox = document.getElementById("bulk-progress");
