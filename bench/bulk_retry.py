@@ -207,6 +207,7 @@ def run(args: argparse.Namespace) -> bool:
         env = base_env(redis_port, workdir / "unused.sqlite3")
         env.update(
             DD_DATABASE_URL=f"postgres://postgres@127.0.0.1:5432/{db}",
+            DD_CELERY_RESULT_BACKEND="django-db",  # the results a retry reads are stored there
             DD_CELERY_QUEUES=f"{TARGET_QUEUE},{BULK_QUEUE}",
             DD_BULK_QUEUE=BULK_QUEUE,
             DD_BULK_BATCH_SIZE=str(args.batch_size),

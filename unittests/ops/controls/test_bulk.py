@@ -409,3 +409,116 @@ def test_a_soft_time_limit_hands_the_operation_to_a_new_runner(fleet):
     assert (operation.done_count, operation.failed_count) == (1500, 0)
     assert len(runners - {""}) >= 2, "it was handed over at least once"
     assert not stored_results(task_filter).exists()
+
+
+def test_a_batch_reads_its_stored_calls_in_one_query_as_the_single_retry_reads_them(db):
+    """The runner reads a batch's stored calls in one query (one per result made a bulk retry of
+    100,000 take about 9 minutes, bench/bulk_retry.py); each call or refusal is stored_call's."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from dojo.ops.controls.retry import NotRetryable, UnknownTask, stored_call
+
+    meta = json.dumps({"queue": "reports", "options": {"priority": 6, "time_limit": 30, "soft_time_limit": True}})
+    good = [
+        TaskResult.objects.create(
+            task_id=str(uuid.uuid4()),
+            task_name=APPEND,
+            status="FAILURE",
+            task_args=json.dumps(repr((f"out/{i}.txt", "run"))),
+            task_kwargs=json.dumps(repr({"n": i})),
+            meta=meta if i % 2 else "{}",
+        ).task_id
+        for i in range(30)
+    ]
+    refused = [
+        TaskResult.objects.create(task_id="done", task_name=APPEND, status="SUCCESS", task_args="[]", task_kwargs="{}"),
+        TaskResult.objects.create(task_id="nameless", task_name=None, status="FAILURE", task_args="[]"),
+        TaskResult.objects.create(
+            task_id="cut", task_name=APPEND, status="REVOKED", task_args=json.dumps("('a', ...)")
+        ),
+        TaskResult.objects.create(task_id="no-args", task_name=APPEND, status="FAILURE", task_kwargs="{}"),
+    ]
+    ids = [*good, *(row.task_id for row in refused), "never-stored"]
+
+    with CaptureQueriesContext(connection) as queries:
+        calls = bulk._stored_calls(ids)
+    assert len(queries) == 1
+    assert "never-stored" not in calls
+    for task_id in ids[:-1]:
+        try:
+            expected = stored_call(task_id)
+        except (NotRetryable, UnknownTask) as exc:  # the refusal itself is compared
+            assert type(calls[task_id]) is type(exc) and str(calls[task_id]) == str(exc), task_id
+        else:
+            assert calls[task_id] == expected, task_id
+    assert calls[good[1]].queue == "reports" and calls[good[1]].options == {"priority": 6, "time_limit": 30}
+    assert sum(isinstance(call, Exception) for call in calls.values()) == len(refused)
+
+
+def test_the_queries_of_a_retry_batch_do_not_grow_with_its_size(db, redis_only, settings):
+    """Run in-process on the real Redis, as a worker runs the runner: a batch of 400 retries
+    makes about as many queries as one of 40 (none per result: SQLite may split a bulk insert in
+    two), the runner's request keeps no child per retry (Celery's add_to_parent: the memory of a
+    100,000 retry run grew by 0.9 MiB per 1,000), and every retry is published and counted."""
+    from celery._state import _task_stack
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from dojo.worker.bulk import run_bulk_operation
+
+    settings.BULK_BATCH_PAUSE_SECONDS = 0
+    settings.CELERY_RESULT_BACKEND = "django-db"
+
+    def queries_of_one_batch(n: int) -> int:
+        name = f"bench.tasks.size_{n}"
+        now = timezone.now()
+        TaskResult.objects.bulk_create(
+            TaskResult(
+                task_id=str(uuid.uuid4()),
+                task_name=name,
+                status="FAILURE",
+                task_args=json.dumps(repr((i,))),
+                task_kwargs=json.dumps(repr({})),
+                meta=json.dumps({"queue": "parked"}),
+                date_done=now,
+            )
+            for i in range(n)
+        )
+        settings.BULK_BATCH_SIZE = n
+        task_filter = TaskFilter(task_name=name)
+        shown = bulk.preview(task_filter, "retry")
+        operation = BulkOperation.objects.create(
+            username="op",
+            action="retry",
+            backend="default",
+            filter=task_filter.to_dict(),
+            confirmed_count=shown.count,
+            fingerprint=shown.fingerprint,
+            max_id=shown.max_id,
+            updated_at=now,
+        )
+        # As a worker runs it: the runner task on Celery's task stack, with a worker's request.
+        _task_stack.push(run_bulk_operation)
+        run_bulk_operation.push_request(id=f"runner-{n}", called_directly=False)
+        try:
+            with CaptureQueriesContext(connection) as queries:
+                assert bulk.run_operation(operation.pk, f"runner-{n}") == "done"
+            children = list(run_bulk_operation.request.children)
+        finally:
+            run_bulk_operation.pop_request()
+            _task_stack.pop()
+        assert children == []  # the runner keeps no AsyncResult per retry for its whole run
+        operation.refresh_from_db()
+        assert (operation.done_count, operation.failed_count) == (n, 0)
+        assert BulkRetriedTask.objects.filter(operation=operation, state="sent").count() == n
+        return len(queries)
+
+    small, large = queries_of_one_batch(40), queries_of_one_batch(400)
+    assert small < 40 and large <= small + 2, (small, large)  # a query per result: 400 more
+    client = redis_only.client()
+    try:
+        with client.connection_for_write() as conn:
+            assert conn.default_channel.client.llen("parked") == 440
+    finally:
+        client.close()
