@@ -87,6 +87,7 @@ def bulk_page(request: HttpRequest) -> HttpResponse:
         "filter": task_filter,
         "filter_query": task_filter.to_query(),
         "all_asked": request.GET.get("all") in ("1", "true", "on"),
+        "include_retried": request.GET.get("include_retried") in ("1", "true", "on"),
         "states": STORED_STATES,
         "backends": list(configured_brokers()),
         "action": action,

@@ -83,7 +83,7 @@ def test_the_filter_is_read_from_the_url_and_a_bad_value_is_a_400_naming_it(sett
     settings.CELERY_READ_ONLY = False
     client = client_for("root", superuser=True)
     query = "task_name=mail.send&state=FAILURE&exception_type=smtplib.SMTPServerDisconnected&action=delete_results"
-    query += "&done_after=2026-01-31T12:00:00Z&queue=mail&worker=w1@h&args_contain=42"
+    query += "&done_after=2026-01-31T12:00:00Z&queue=mail&worker=w1@h&args_contain=42&include_retried=1"
     html = client.get(f"{PAGE}?{query}").content.decode()
     assert value_of(html, "task_name") == TASK
     assert value_of(html, "exception_type") == "smtplib.SMTPServerDisconnected"
@@ -93,6 +93,7 @@ def test_the_filter_is_read_from_the_url_and_a_bad_value_is_a_400_naming_it(sett
     assert '<option value="FAILURE" selected>' in html
     assert '<input type="radio" name="action" value="delete_results" checked>' in html
     assert '<input type="radio" name="action" value="retry">' in html
+    assert 'value="1" id="bulk-include-retried" checked>' in html and 'id="bulk-all">' in html
     assert 'value="revoke"' not in html and 'value="purge"' not in html, "actions not built are not offered"
     shown = re.search(r'id="bulk-url-filter">([^<]*)<', html).group(1)
     assert unescape(shown) == (
@@ -140,11 +141,13 @@ def test_the_audit_list_and_an_operation_detail_hide_task_data_without_the_right
     op = operation()
     BulkOperationFailure.objects.create(operation=op, task_id="t-1", reason="ConnectionError: secret-customer gone")
     other = operation(action="delete_results", filter={}, state="cancelled", cancel_requested=True, done_count=1)
+    running = operation(state="running", filter={})
 
     viewer = client_for("viewer")
     html = viewer.get(PAGE).content.decode()
-    rows = re.findall(r'<tr class="bulk-operation" data-operation-id="(\d+)">', html)
-    assert rows == [str(other.pk), str(op.pk)], "newest first"
+    rows = re.findall(r'<tr class="bulk-operation" data-operation-id="(\d+)"', html)
+    assert rows == [str(running.pk), str(other.pk), str(op.pk)], "newest first"
+    assert re.findall(r'data-operation-id="(\d+)" data-active>', html) == [str(running.pk)], "followed after a reload"
     first = html.split(f'data-operation-id="{op.pk}"')[1].split("</tr>")[0]
     assert "alice" in first and "Retry" in first
     assert re.search(r'class="confirmed">7<.*class="done">5<.*class="failed">2<.*class="cancelled">no<', first, re.S)

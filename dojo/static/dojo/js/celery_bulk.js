@@ -2,7 +2,8 @@
  * 20 matches and the filter as the server applies it), a Confirm step that repeats the count and the
  * filter and starts the operation with the preview's fingerprint (a 409 shows the new preview and
  * asks again), then a progress bar polling GET /api/v2/celery/bulk/<id>/ with a Cancel button.
- * The filter is the form's, written back into the URL on Preview so a reload shows the same set.
+ * The filter is the form's, written back into the URL on Preview so a reload shows the same set;
+ * after a reload the newest operation still running is followed again.
  * The API checks the permission, the read-only mode and the task-data right again.
  */
 (function (window) {
@@ -68,11 +69,16 @@
       value = String(value).trim();
       if (!value) { return; }
       query.append(name, value);
-      if (name !== "action" && name !== "all") { filter[name] = value; }
+      if (name !== "action" && name !== "all" && name !== "include_retried") { filter[name] = value; }
     });
     return {
       query: query.toString(),
-      body: { action: data.get("action"), filter: filter, all: data.get("all") === "1", include_retried: false }
+      body: {
+        action: data.get("action"),
+        filter: filter,
+        all: data.get("all") === "1",
+        include_retried: data.get("include_retried") === "1"
+      }
     };
   }
 
@@ -189,6 +195,14 @@
         follow(operation);
       });
     }, 1000);
+  }
+
+  // After a reload, the progress of the newest operation still running (the audit list's).
+  var active = root.querySelector("tr.bulk-operation[data-active]");
+  if (active) {
+    call(root.dataset.operationUrl + active.dataset.operationId + "/").then(function (result) {
+      if (result.response.ok) { follow(result.body); }
+    });
   }
 
   document.getElementById("bulk-cancel").addEventListener("click", function () {
