@@ -54,15 +54,7 @@ from dojo.ops.brokers.connection import BrokerUnavailable, broker_connection
 from dojo.ops.brokers.queues import default_queue
 from dojo.ops.brokers.registry import get_broker
 from dojo.ops.controls.audit import Result, record_action
-from dojo.ops.controls.retry import (
-    RETRYABLE_STATES,
-    STORED_OPTIONS,
-    NotRetryable,
-    StoredCall,
-    UnknownTask,
-    _json_or_none,
-    _stored_arguments,
-)
+from dojo.ops.controls.retry import RETRYABLE_STATES, StoredCall, UnknownTask, stored_calls
 from dojo.ops.fleet.status_cache import forget_status
 from dojo.ops.read_models.task_filter import TaskFilter, stored_results
 from dojo.ops.redaction import redact
@@ -395,7 +387,7 @@ def _retry_batch(operation: BulkOperation, runner_id: str) -> bool:
         if not rows:
             return False
         failures = []
-        stored = _stored_calls([task_id for _id, task_id in rows])
+        stored = stored_calls([task_id for _id, task_id in rows])
         for _id, task_id in rows:
             call = stored.get(task_id)
             if isinstance(call, StoredCall):
@@ -444,47 +436,6 @@ def _retry_batch(operation: BulkOperation, runner_id: str) -> bool:
         _mark_sent(operation, runner_id, sent, unsendable)
     forget_status(broker)
     return True
-
-
-def _stored_calls(task_ids: list[str]) -> dict[str, StoredCall | NotRetryable]:
-    """The stored call of each of `task_ids` (a batch), read in one query: retry.stored_call's
-    checks, without its query per result (at 500 a batch, those queries were most of the time
-    of a bulk retry). A task id without a stored result is missing from the answer."""
-    from django_celery_results.models import TaskResult
-
-    columns = ("task_id", "status", "task_name", "task_args", "task_kwargs", "meta")
-    found: dict[str, StoredCall | NotRetryable] = {}
-    for task_id, status, task_name, task_args, task_kwargs, meta in (
-        TaskResult.objects.filter(task_id__in=task_ids).order_by("id").values_list(*columns)
-    ):
-        if task_id in found:
-            continue  # stored_call takes the first row of a task id
-        try:
-            found[task_id] = _call_of(task_id, status, task_name, task_args, task_kwargs, meta)
-        except NotRetryable as exc:
-            found[task_id] = exc
-    return found
-
-
-def _call_of(
-    task_id: str, status: str, task_name: str | None, task_args: str | None, task_kwargs: str | None, meta: str | None
-) -> StoredCall:
-    """retry.stored_call on a row already read (the same checks: a test compares them)."""
-    if status not in RETRYABLE_STATES:
-        raise NotRetryable(f"Only {' or '.join(RETRYABLE_STATES)} tasks can be retried; {task_id} is {status}.")
-    if not task_name:
-        raise NotRetryable(f"Task {task_id} was stored without its name (result_extended was off).")
-    args = _stored_arguments(task_args, "args", (list, tuple))
-    kwargs = _stored_arguments(task_kwargs, "kwargs", (dict,))
-    parsed = _json_or_none(meta)
-    parsed = parsed if isinstance(parsed, dict) else {}
-    stored_options = parsed.get("options") if isinstance(parsed.get("options"), dict) else {}
-    options = {
-        name: value
-        for name, value in stored_options.items()
-        if name in STORED_OPTIONS and isinstance(value, STORED_OPTIONS[name]) and not isinstance(value, bool)
-    }
-    return StoredCall(task_name, list(args), dict(kwargs), parsed.get("queue") or default_queue(), options)
 
 
 def _first_unattempted(calls: list, attempted: set[str], rows: list[tuple]) -> int | None:

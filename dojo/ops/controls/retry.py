@@ -35,6 +35,7 @@ from dojo.ops.literals import NotALiteral, parse_literal
 RETRYABLE_STATES = (states.FAILURE, states.REVOKED)
 # The options kept in a result's meta (dojo.worker.signals.remember_queue) and the types they must have.
 STORED_OPTIONS = {"priority": int, "time_limit": (int, float), "soft_time_limit": (int, float)}
+CALL_FIELDS = ("task_id", "status", "task_name", "task_args", "task_kwargs", "meta")  # what a retry reads
 
 
 class UnknownTask(LookupError):
@@ -69,9 +70,29 @@ def stored_call(task_id: str, retryable: tuple[str, ...] = RETRYABLE_STATES) -> 
 
     Raises UnknownTask or NotRetryable.
     """
-    result = TaskResult.objects.filter(task_id=task_id).first()
+    result = TaskResult.objects.filter(task_id=task_id).only(*CALL_FIELDS).first()
     if result is None:
         raise UnknownTask(f"No stored result has the task id {task_id}.")
+    return call_of(result, retryable)
+
+
+def stored_calls(task_ids: list[str]) -> dict[str, "StoredCall | NotRetryable"]:
+    """stored_call of each of `task_ids` (a bulk retry's batch) in one query: the call, or why it
+    cannot be retried. A task id without a stored result is missing from the answer."""
+    found: dict[str, StoredCall | NotRetryable] = {}
+    for result in TaskResult.objects.filter(task_id__in=task_ids).order_by("id").only(*CALL_FIELDS):
+        if result.task_id in found:
+            continue  # stored_call takes the first row of a task id
+        try:
+            found[result.task_id] = call_of(result)
+        except NotRetryable as exc:
+            found[result.task_id] = exc
+    return found
+
+
+def call_of(result: TaskResult, retryable: tuple[str, ...] = RETRYABLE_STATES) -> StoredCall:
+    """The call stored with `result` (read with CALL_FIELDS); raises NotRetryable."""
+    task_id = result.task_id
     if result.status not in retryable:
         raise NotRetryable(f"Only {' or '.join(retryable)} tasks can be retried; {task_id} is {result.status}.")
     if not result.task_name:

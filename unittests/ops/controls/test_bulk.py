@@ -417,7 +417,7 @@ def test_a_batch_reads_its_stored_calls_in_one_query_as_the_single_retry_reads_t
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
-    from dojo.ops.controls.retry import NotRetryable, UnknownTask, stored_call
+    from dojo.ops.controls.retry import NotRetryable, UnknownTask, stored_call, stored_calls
 
     meta = json.dumps({"queue": "reports", "options": {"priority": 6, "time_limit": 30, "soft_time_limit": True}})
     good = [
@@ -442,7 +442,7 @@ def test_a_batch_reads_its_stored_calls_in_one_query_as_the_single_retry_reads_t
     ids = [*good, *(row.task_id for row in refused), "never-stored"]
 
     with CaptureQueriesContext(connection) as queries:
-        calls = bulk._stored_calls(ids)
+        calls = stored_calls(ids)
     assert len(queries) == 1
     assert "never-stored" not in calls
     for task_id in ids[:-1]:
