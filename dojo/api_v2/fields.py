@@ -7,6 +7,9 @@ from rest_framework import serializers
 # does not match "": drf-spectacular documents a blank-allowing field as oneOf this or "", and DRF
 # takes an allowed "" without running validators.
 NO_NUL = RegexValidator(r"^[^\x00]+$", ProhibitNullCharactersValidator.message)
+# A name holds at least one character that is not white space (DRF trims it: "\r" would read as a
+# blank name) and no NUL; one pattern, so the schema says both.
+NAME = RegexValidator(r"^[^\x00]*[^\s\x00][^\x00]*$", "A name needs a character that is not white space, and no NUL.")
 
 
 class TextField(serializers.CharField):
@@ -23,6 +26,7 @@ class NameField(TextField):
 
     def __init__(self, **kwargs) -> None:
         super().__init__(min_length=1, **kwargs)
+        self.validators = [NAME if validator is NO_NUL else validator for validator in self.validators]
 
     def to_internal_value(self, data: object) -> str:
         if not isinstance(data, str):
