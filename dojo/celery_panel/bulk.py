@@ -15,7 +15,6 @@ from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadReque
 from django.shortcuts import render
 from django.urls import reverse
 
-from dojo.celery_panel.backends.tasks import STATE_FILTERS, looks_like_task_id
 from dojo.models import BulkOperation
 from dojo.ops.brokers.registry import configured_brokers
 from dojo.ops.controls.bulk import SUPPORTED_ACTIONS, progress
@@ -51,13 +50,10 @@ def may_bulk(user: Any) -> bool:
     return any(may_control(user, codename) for codename in PERMISSIONS.values())
 
 
-def tasks_page_bulk_url(filter_type: str | None, search: str) -> str:
-    """The bulk page with the tasks page's filter where it maps onto TaskFilter fields (its state
-    filter, its task name prefix search); "" for a task id search, which is no set to act on."""
-    if search and looks_like_task_id(search):
-        return ""
-    values = {"state": STATE_FILTERS.get((filter_type or "").lower(), ""), "task_name_prefix": search}
-    query = TaskFilter(**{name: value for name, value in values.items() if value}).to_query()
+def tasks_page_bulk_url(task_filter: TaskFilter) -> str:
+    """The bulk page with exactly the tasks page's filter (`task_filter.to_query()`), so its
+    preview counts the set the tasks page lists."""
+    query = task_filter.to_query()
     return f"{reverse('celery_panel:bulk')}?{query}" if query else reverse("celery_panel:bulk")
 
 

@@ -20,6 +20,7 @@ from dojo.celery_panel.conf import backend, panel_settings
 from dojo.celery_panel.configuration import celery_settings
 from dojo.celery_panel.controls import task_controls
 from dojo.celery_panel.task_data import visible
+from dojo.celery_panel.task_filter_form import form_context, tasks_page_query
 from dojo.ops.brokers.registry import DEFAULT_ALIAS
 from dojo.ops.fleet.seen_workers import seen_workers
 from dojo.ops.fleet.status_cache import get_status
@@ -27,7 +28,9 @@ from dojo.ops.read_models.stored_results import ACTIVITY_WINDOW, recent_activity
 from dojo.permissions import TASK_DATA_HIDDEN, may_control, may_see_task_data
 
 
-def _render(request: HttpRequest, template: str, title: str, kind: str | None, **context) -> HttpResponse:
+def _render(
+    request: HttpRequest, template: str, title: str, kind: str | None, status: int = 200, **context
+) -> HttpResponse:
     """Every panel page: the admin's context, which backend served it, and its page object stripped
     of the task data the user may not see (dojo.celery_panel.task_data)."""
     served_by = backend(kind) if kind else None
@@ -42,7 +45,7 @@ def _render(request: HttpRequest, template: str, title: str, kind: str | None, *
         backend_description=getattr(served_by, "BACKEND_DESCRIPTION", ""),
         data_source=getattr(served_by, "DATA_SOURCE", ""),
     )
-    return render(request, template, context)
+    return render(request, template, context, status=status)
 
 
 def _page_number(request: HttpRequest) -> int:
@@ -53,21 +56,32 @@ def _page_number(request: HttpRequest) -> int:
 
 
 def tasks(request: HttpRequest) -> HttpResponse:
+    """The tasks list for the URL's filter (dojo.celery_panel.task_filter_form): a bad value is the
+    page with the field's message and status 400, nothing listed."""
     tasks_backend = backend("tasks")
-    filter_type = request.GET.get("filter") or tasks_backend.DEFAULT_FILTER
-    search = request.GET.get("q", "").strip()
-    page = tasks_backend.get_tasks(search_query=search or None, page=_page_number(request), filter_type=filter_type)
+    task_data = may_see_task_data(request.user)
+    asked = tasks_page_query(request.GET, tasks_backend, task_data)
+    page = None
+    if asked.error is None:
+        kwargs = {"task_filter": asked.task_filter} if asked.task_filter is not None else {}
+        page = tasks_backend.get_tasks(
+            search_query=asked.search or None, page=_page_number(request), filter_type=asked.filter_type, **kwargs
+        )
+    show_bulk = asked.lists_stored_results and may_bulk(request.user)
     return _render(
         request,
         "celery_panel/tasks.html",
         "Tasks",
         "tasks",
+        status=400 if asked.error else 200,
         page=page,
-        search=search,
-        active_filter=filter_type,
+        asked=asked,
+        search=asked.search,
+        active_filter=asked.filter_type,
         filters=tasks_backend.AVAILABLE_FILTERS,
+        filter_form=form_context(asked.values, task_data=task_data, applies=asked.applies, error=asked.error),
         may_apply=may_control(request.user, "apply_task"),
-        bulk_url=tasks_page_bulk_url(filter_type, search) if may_bulk(request.user) else "",
+        bulk_url=tasks_page_bulk_url(asked.task_filter) if show_bulk and asked.task_filter else "",
     )
 
 

@@ -14,6 +14,7 @@ from dojo.celery_panel.pages import (
     WorkerDetailPage,
     WorkerListPage,
 )
+from dojo.ops.read_models.task_filter import TaskFilter
 
 
 class Backend:
@@ -27,8 +28,17 @@ class Backend:
 
 
 class TasksBackend(Backend):
+    # The TaskFilter fields get_tasks applies. Empty (the default, and any backend written before
+    # the filter): the panel never passes `task_filter` and refuses those fields in the URL.
+    TASK_FILTER_FIELDS: ClassVar[tuple[str, ...]] = ()
+
     def get_tasks(
-        self, search_query: str | None = None, page: int = 1, per_page: int = 50, filter_type: str | None = None
+        self,
+        search_query: str | None = None,
+        page: int = 1,
+        per_page: int = 50,
+        filter_type: str | None = None,
+        task_filter: TaskFilter | None = None,
     ) -> TaskListPage:
         raise NotImplementedError
 

@@ -14,6 +14,7 @@ from dojo.celery_panel.pages import TaskDetailPage, TaskListPage, TaskRow
 from dojo.ops.fleet.status import LIVE_STATES, TASK_LISTS
 from dojo.ops.fleet.status_cache import get_status
 from dojo.ops.literals import literal_or_text, showable, shown_text
+from dojo.ops.read_models.task_filter import FILTER_FIELDS, LIVE_FIELDS, TaskFilter, matches_live, stored_results
 
 # Never count more matching rows than this for one page: past it the page says "10,000+".
 COUNT_CAP = 10_000
@@ -76,7 +77,7 @@ def configured_time_limits() -> tuple[int | None, int | None]:
 
 
 class DjangoCeleryResultsTasksBackend(TasksBackend):
-    """Task history from django-celery-results' TaskResult table.
+    """Task history from django-celery-results' TaskResult table: `stored_results(task_filter)`.
 
     Pages are ordered by (date_done DESC, id DESC), served by the indexes of the
     celery_panel migration 0001; counts stop at COUNT_CAP rows.
@@ -85,15 +86,18 @@ class DjangoCeleryResultsTasksBackend(TasksBackend):
     BACKEND_DESCRIPTION = "Task history stored by django-celery-results"
     DATA_SOURCE = "Database (django_celery_results.TaskResult)"
     DEFAULT_FILTER = None
+    TASK_FILTER_FIELDS = FILTER_FIELDS
+    # Each state link is a TaskFilter state: the panel turns an old ?filter=failure into state=FAILURE.
     AVAILABLE_FILTERS: ClassVar[list[dict[str, Any]]] = [
-        {"value": None, "label": "All"},
-        *({"value": value, "label": value.capitalize()} for value in STATE_FILTERS),
+        {"value": None, "label": "All", "filter": {"state": ""}},
+        *(
+            {"value": value, "label": value.capitalize(), "filter": {"state": state}}
+            for value, state in STATE_FILTERS.items()
+        ),
     ]
 
-    def _queryset(self, search_query: str | None, filter_type: str | None) -> QuerySet:
-        from django_celery_results.models import TaskResult
-
-        qs = TaskResult.objects.all()
+    def _queryset(self, search_query: str | None, filter_type: str | None, task_filter: TaskFilter | None) -> QuerySet:
+        qs = stored_results(task_filter or TaskFilter())
         state = STATE_FILTERS.get((filter_type or "").lower())
         if state:
             qs = qs.filter(status=state)
@@ -105,10 +109,15 @@ class DjangoCeleryResultsTasksBackend(TasksBackend):
         return qs
 
     def get_tasks(
-        self, search_query: str | None = None, page: int = 1, per_page: int = 50, filter_type: str | None = None
+        self,
+        search_query: str | None = None,
+        page: int = 1,
+        per_page: int = 50,
+        filter_type: str | None = None,
+        task_filter: TaskFilter | None = None,
     ) -> TaskListPage:
         page = max(1, page)
-        qs = self._queryset(search_query, filter_type)
+        qs = self._queryset(search_query, filter_type, task_filter)
         start = (page - 1) * per_page
         rows = list(qs.defer("traceback").order_by("-date_done", "-id")[start : start + per_page + 1])
         has_next = len(rows) > per_page
@@ -188,6 +197,7 @@ class InspectTasksBackend(TasksBackend):
     BACKEND_DESCRIPTION = "Live tasks the workers hold now (no history)"
     DATA_SOURCE = "Celery workers via the dojo_status broadcast (cached status)"
     DEFAULT_FILTER = None
+    TASK_FILTER_FIELDS = LIVE_FIELDS  # a live task has no stored state, exception or done time
     AVAILABLE_FILTERS: ClassVar[list[dict[str, Any]]] = [
         {"value": None, "label": "All"},
         *({"value": kind, "label": kind.capitalize()} for kind in TASK_LISTS),
@@ -220,14 +230,30 @@ class InspectTasksBackend(TasksBackend):
         )
 
     def get_tasks(
-        self, search_query: str | None = None, page: int = 1, per_page: int = 50, filter_type: str | None = None
+        self,
+        search_query: str | None = None,
+        page: int = 1,
+        per_page: int = 50,
+        filter_type: str | None = None,
+        task_filter: TaskFilter | None = None,
     ) -> TaskListPage:
         live, error = self._live()
         rows = [
             row
-            for kind, row, _info in live
+            for kind, row, info in live
             if (not filter_type or kind == filter_type)
             and (not search_query or row.id == search_query or (row.name or "").startswith(search_query))
+            and (
+                task_filter is None
+                or matches_live(
+                    task_filter,
+                    name=row.name,
+                    worker=row.worker,
+                    queue=row.queue,
+                    args=info.get("args"),
+                    kwargs=info.get("kwargs"),
+                )
+            )
         ]
         page = max(1, page)
         start = (page - 1) * per_page

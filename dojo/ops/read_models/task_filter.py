@@ -19,6 +19,10 @@ What the stored results (django-celery-results' TaskResult) can be filtered on:
 - worker: the worker's full name, exact;
 - args_contain: text found in the stored args or kwargs (task data: callers check the right).
 
+A live task (active, reserved or scheduled on a worker) is matched by `matches_live` on the fields
+it has (LIVE_FIELDS: its name, worker, queue when the worker said, arguments); it has no stored
+state, exception or done time, so a filter that sets one of those matches no live task.
+
 `backend` alone does not narrow anything (`is_empty` says so): "everything on this backend" is
 still everything.
 """
@@ -45,6 +49,7 @@ MAX_TEXT = 255  # task names, queues, workers, backends and exception types are 
 MAX_ARGS_TEXT = 1000  # "arguments contain": stored args are cut at 1024 characters anyway
 TEXT_FIELDS = ("task_name", "task_name_prefix", "state", "exception_type", "queue", "worker", "backend")
 TIME_FIELDS = ("done_after", "done_before")
+LIVE_FIELDS = ("task_name", "task_name_prefix", "queue", "worker", "args_contain")
 
 
 class FilterError(ValueError):
@@ -123,6 +128,28 @@ class TaskFilter:
         conditions always gives the same digest, whatever order or spelling they came in."""
         normalized = json.dumps([self.to_dict(), list(extra)], sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(normalized.encode()).hexdigest()
+
+
+def live_text(value: Any) -> str:
+    """A live task's args or kwargs as text to look in: a repr string as it came (argsrepr), any
+    other value as its repr, which is how the stored argsrepr spells it."""
+    return value if isinstance(value, str) else repr(value)
+
+
+def matches_live(
+    task_filter: TaskFilter, *, name: str | None, worker: str | None, queue: str | None, args: Any, kwargs: Any
+) -> bool:
+    """Whether a live task matches `task_filter`. The fields a live task has not (state, exception
+    type, done window, backend) match nothing when set; a queue the worker did not say is no match."""
+    f = task_filter
+    if f.state or f.exception_type or f.done_after or f.done_before or f.backend:
+        return False
+    name = name or ""
+    if (f.task_name and name != f.task_name) or (f.task_name_prefix and not name.startswith(f.task_name_prefix)):
+        return False
+    if (f.worker and worker != f.worker) or (f.queue and queue != f.queue):
+        return False
+    return not f.args_contain or f.args_contain in live_text(args) or f.args_contain in live_text(kwargs)
 
 
 def _text(query: Mapping[str, Any], name: str, limit: int) -> str:
