@@ -1,8 +1,12 @@
+from datetime import UTC, datetime
+
+from django.utils import timezone
 from rest_framework import serializers
 
 from dojo.api_v2.backends import BackendField
 from dojo.api_v2.fields import TextField
 from dojo.ops.brokers.queues import configured_queues
+from dojo.ops.read_models.task_filter import MAX_ARGS_TEXT, MAX_TEXT, FilterError, TaskFilter
 
 
 class TaskSummarySerializer(serializers.Serializer):
@@ -163,7 +167,32 @@ class StatusQuerySerializer(serializers.Serializer):
     backend = BackendField()
 
 
+class WindowDateTimeField(serializers.DateTimeField):
+    """An ISO 8601 date-time, in UTC. One whose UTC value falls outside years 1 to 9999
+    ("0001-01-01T00:00:00+01:00", which `format: date-time` allows) reads as the earliest or latest
+    one rather than a 400: as a window's end it means the same set."""
+
+    def enforce_timezone(self, value: datetime) -> datetime:
+        if timezone.is_naive(value):
+            value = value.replace(tzinfo=timezone.get_current_timezone())
+        try:
+            return value.astimezone(UTC)
+        except OverflowError:
+            return (datetime.min if value.year == 1 else datetime.max).replace(tzinfo=UTC)
+
+
+def _filter_text(limit: int, help_text: str) -> TextField:
+    """Untrimmed, so maxLength is the schema's (TaskFilter strips the value itself; blank is absent)."""
+    return TextField(
+        required=False, default="", allow_blank=True, trim_whitespace=False, max_length=limit, help_text=help_text
+    )
+
+
 class TaskSearchQuerySerializer(serializers.Serializer):
+    """name, state, worker and arg as before; the TaskFilter fields (dojo.ops.read_models.task_filter)
+    besides. All conditions must match. A live task has no exception type or done time: when
+    exception_type, done_after or done_before is given, only stored results are found."""
+
     name = TextField(required=False, default="", allow_blank=True, help_text="Part of the task name.")
     state = TextField(
         required=False,
@@ -174,12 +203,47 @@ class TaskSearchQuerySerializer(serializers.Serializer):
     )
     worker = TextField(required=False, default="", allow_blank=True, help_text="The worker's full name.")
     arg = TextField(required=False, default="", allow_blank=True, help_text="Text found in the args or kwargs.")
+    task_name = _filter_text(MAX_TEXT, "Exactly this task name.")
+    task_name_prefix = _filter_text(MAX_TEXT, "Task names starting with this (given with task_name, both must match).")
+    exception_type = _filter_text(
+        MAX_TEXT, 'Stored failures of this exception: "ValueError" or qualified: "smtplib.SMTPServerDisconnected".'
+    )
+    done_after = WindowDateTimeField(required=False, help_text="Stored results done at or after this time.")
+    done_before = WindowDateTimeField(
+        required=False, help_text="Stored results done before this time (a window that ends before it starts: none)."
+    )
+    queue = _filter_text(MAX_TEXT, "The queue the task came from (a live task's when its worker says it).")
+    args_contain = _filter_text(MAX_ARGS_TEXT, "Text found in the args or kwargs (the stored text, or a live task's).")
     limit = serializers.IntegerField(required=False, default=100, min_value=1, max_value=1000)
     refresh = serializers.BooleanField(required=False, default=False, help_text="Read the live tasks now.")
     backend = BackendField()
 
     def validate_state(self, value: str) -> str:
         return value.upper()
+
+    def validate(self, attrs: dict) -> dict:
+        """The TaskFilter fields as `task_filter` (a 400 naming the field if one is refused) and, when
+        task_name and task_name_prefix are both given, the prefix as `name_prefix`: both must match."""
+        values = {name: attrs.pop(name) for name in TASK_FILTER_PARAMETERS if name in attrs}
+        attrs["name_prefix"] = values.pop("task_name_prefix", "") if values.get("task_name") else ""
+        texts = {name: value.isoformat() if isinstance(value, datetime) else value for name, value in values.items()}
+        try:
+            attrs["task_filter"] = TaskFilter.from_query(texts)
+        except FilterError as exc:
+            raise serializers.ValidationError({exc.field: [exc.message]}) from exc
+        return attrs
+
+
+# The TaskFilter fields the task search takes besides its own name, state, worker, arg and backend.
+TASK_FILTER_PARAMETERS = (
+    "task_name",
+    "task_name_prefix",
+    "exception_type",
+    "done_after",
+    "done_before",
+    "queue",
+    "args_contain",
+)
 
 
 class TaskFoundSerializer(serializers.Serializer):

@@ -1,13 +1,20 @@
-"""Task search across the live tasks (active, reserved, scheduled on the workers) and the stored results."""
+"""Task search across the live tasks (active, reserved, scheduled on the workers) and the stored results.
+
+Besides its own name (a part of it, any case), state, worker and arg, a query holds a TaskFilter
+(dojo.ops.read_models.task_filter): the stored results are `stored_results(task_filter)` narrowed
+further, the live tasks are matched by `matches_live`, which finds none when the filter names what
+only a stored result has (an exception type, a done window).
+"""
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from django.db.models import Q
 
 from dojo.ops.fleet.status import LIVE_STATES, TASK_LISTS, CeleryStatus
 from dojo.ops.read_models.stored_results import results_stored
+from dojo.ops.read_models.task_filter import TaskFilter, matches_live, stored_results
 
 
 @dataclass(frozen=True)
@@ -17,6 +24,8 @@ class TaskQuery:
     worker: str = ""  # the worker's full name
     arg: str = ""  # text found in the arguments
     limit: int = 100
+    task_filter: TaskFilter = field(default_factory=TaskFilter)  # besides the above: all must match
+    name_prefix: str = ""  # a task_name_prefix given with task_filter.task_name (which TaskFilter refuses)
 
 
 def find_tasks(status: CeleryStatus, query: TaskQuery) -> list[dict]:
@@ -39,9 +48,20 @@ def _live_tasks(status: CeleryStatus, query: TaskQuery) -> list[dict]:
             if query.worker and worker != query.worker:
                 continue
             for task in tasks:
-                if query.name.lower() not in (task.get("name") or "").lower():
+                name = task.get("name") or ""
+                if query.name.lower() not in name.lower() or not name.startswith(query.name_prefix):
                     continue
                 if not _matches_args(query, task.get("args"), task.get("kwargs")):
+                    continue
+                queue = (task.get("delivery_info") or {}).get("routing_key")
+                if not matches_live(
+                    query.task_filter,
+                    name=name,
+                    worker=worker,
+                    queue=queue,
+                    args=task.get("args"),
+                    kwargs=task.get("kwargs"),
+                ):
                     continue
                 started = task.get("time_start")
                 found.append(
@@ -66,9 +86,9 @@ def _stored_tasks(query: TaskQuery, limit: int) -> list[dict]:
     """Stored results from django-celery-results (only when it is the result backend)."""
     if limit <= 0 or not results_stored() or query.state in LIVE_STATES.values():
         return []
-    from django_celery_results.models import TaskResult
-
-    results = TaskResult.objects.order_by("-date_done")
+    results = stored_results(query.task_filter).order_by("-date_done", "-id")
+    if query.name_prefix:
+        results = results.filter(task_name__startswith=query.name_prefix)
     if query.name:
         results = results.filter(task_name__icontains=query.name)
     if query.state:
