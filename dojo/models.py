@@ -396,7 +396,8 @@ class BulkOperation(models.Model):
     what they confirmed (the preview's count and fingerprint) and how far the background runner got.
 
     The runner (dojo.tasks.run_bulk_operation) works by keyset on the result id from `cursor`, up to
-    `max_id` (the largest matching id at preview time: results stored later are never touched), and
+    `max_id` (the largest matching id at preview time: results stored later are never touched; for
+    queued messages, a position in the queue and at most `message_limit` messages), and
     writes each batch's progress in the batch's own transaction, so a restarted runner goes on from
     `cursor` without repeating a done batch.
     """
@@ -424,6 +425,8 @@ class BulkOperation(models.Model):
     confirmed_count = models.PositiveBigIntegerField()
     fingerprint = models.CharField(max_length=200)
     max_id = models.BigIntegerField()
+    # revoke and purge: at most this many messages (the count the start found); cursor is then a position in the queue
+    message_limit = models.PositiveBigIntegerField(null=True, blank=True)
     state = models.CharField(max_length=10, choices=State.choices, default=State.PENDING)
     done_count = models.PositiveBigIntegerField(default=0)
     failed_count = models.PositiveBigIntegerField(default=0)

@@ -8,10 +8,13 @@
 - POST /api/v2/celery/bulk/<id>/cancel/: stop before the next batch;
 - GET /api/v2/celery/bulk/: the operations, newest first (their audit).
 
-Each action needs its own permission (retry_task, delete_results; revoke_task and purge_queue
-once built), read-only mode refuses them all, CSRF is checked with session auth (the controls'
-CeleryControlView). `args_contain` filters on task data: it needs the task-data right, and the
-filter's text and the failures' reasons are shown only to users who have it.
+Actions on stored results: retry and delete_results; on one configured queue's messages (Redis):
+revoke and purge (dojo.ops.controls.bulk_messages), whose filter names the queue and may narrow it
+by task name and arguments only. Each action needs its own permission (retry_task,
+delete_results, revoke_task, purge_queue; purge also System Settings' queue purge), read-only
+mode refuses them all, CSRF is checked with session auth (the controls' CeleryControlView).
+`args_contain` filters on task data: it needs the task-data right, and the filter's text and the
+failures' reasons are shown only to users who have it.
 """
 
 import json
@@ -39,7 +42,9 @@ from dojo.api_v2.throttling import ScopedRateThrottle
 from dojo.api_v2.views import query_of
 from dojo.models import BulkOperation
 from dojo.ops.brokers.connection import BrokerUnavailable
-from dojo.ops.controls import bulk
+from dojo.ops.brokers.queues import configured_queues
+from dojo.ops.brokers.transport import SelectUnsupported
+from dojo.ops.controls import bulk, bulk_messages
 from dojo.ops.controls.audit import Result
 from dojo.ops.read_models.task_filter import MAX_ARGS_TEXT, MAX_TEXT, STORED_STATES, FilterError, TaskFilter
 from dojo.permissions import IsStaff, may_see_task_data
@@ -56,6 +61,13 @@ MAX_ID = 2**63 - 1
 ID_PATTERN = re.compile(r"[0-9]{1,19}")
 FAILURES_SHOWN = 20
 HIDDEN = "hidden: needs the task-data permission"
+# What a revoke's or purge's preview (or start) may meet on the broker side: HTTP status and field.
+MESSAGE_REFUSALS: Mapping[type[Exception], tuple[int, str | None]] = {
+    bulk_messages.PurgeDisabled: (403, None),
+    SelectUnsupported: (400, "filter.backend"),
+    bulk_messages.ScanTooLong: (503, None),
+    BrokerUnavailable: (503, None),
+}
 
 
 # --- serializers -----------------------------------------------------------------------------
@@ -124,6 +136,11 @@ class BulkPreviewRequestSerializer(serializers.Serializer):
         attrs["filter"] = attrs.get("filter") or TaskFilter()
         if attrs["filter"].is_empty and not attrs["all"]:
             raise serializers.ValidationError({"all": ['The filter narrows nothing: say "all": true to act on all.']})
+        if attrs["action"] in bulk.MESSAGE_ACTIONS:
+            try:
+                bulk_messages.check_filter(attrs["filter"])
+            except FilterError as exc:
+                raise serializers.ValidationError({"filter": {exc.field: [exc.message]}}) from exc
         return attrs
 
 
@@ -135,7 +152,8 @@ class BulkStartRequestSerializer(BulkPreviewRequestSerializer):
 
 
 class BulkRequestSchema(OpenApiSerializerExtension):
-    """An empty filter needs "all": true, in the schema too."""
+    """An empty filter needs "all": true, and a revoke or purge a configured queue and only the
+    fields a message has (bulk_messages.MESSAGE_FIELDS), in the schema too."""
 
     target_class = "dojo.api_v2.bulk.BulkPreviewRequestSerializer"
     match_subclasses = True
@@ -145,11 +163,28 @@ class BulkRequestSchema(OpenApiSerializerExtension):
         if direction != "request":
             return schema
         narrowed = {"type": "object", "anyOf": [{"required": [name]} for name in NARROWING]}
+        message_filter = {
+            "type": "object",
+            "required": ["queue"],
+            "properties": {"queue": {"enum": configured_queues()}},
+            "not": {"anyOf": [{"required": [name]} for name in NARROWING if name not in bulk_messages.MESSAGE_FIELDS]},
+        }
+        result_actions = [action for action in bulk.SUPPORTED_ACTIONS if action not in bulk.MESSAGE_ACTIONS]
         return {
             **schema,
-            "anyOf": [
-                {"required": ["all"], "properties": {"all": {"enum": [True]}}},
-                {"required": ["filter"], "properties": {"filter": narrowed}},
+            "allOf": [
+                {
+                    "anyOf": [
+                        {"required": ["all"], "properties": {"all": {"enum": [True]}}},
+                        {"required": ["filter"], "properties": {"filter": narrowed}},
+                    ]
+                },
+                {
+                    "anyOf": [
+                        {"properties": {"action": {"enum": result_actions}}},
+                        {"required": ["filter"], "properties": {"filter": message_filter}},
+                    ]
+                },
             ],
         }
 
@@ -166,8 +201,13 @@ class BulkPreviewSerializer(serializers.Serializer):
     filter = serializers.DictField(child=serializers.CharField(), help_text="The filter as the server applies it.")
     all = serializers.BooleanField()
     include_retried = serializers.BooleanField()
-    count = serializers.IntegerField(help_text="Exactly how many stored results the action would act on.")
-    max_id = serializers.IntegerField(help_text="The largest of their ids: results stored later are left alone.")
+    count = serializers.IntegerField(
+        help_text="Exactly how many stored results (revoke, purge: queued messages) the action would act on."
+    )
+    max_id = serializers.IntegerField(
+        help_text="The largest of their ids: results stored later are left alone (0 for queued messages: the "
+        "operation acts on at most `count` of them)."
+    )
     sample = SampleSerializer(many=True, help_text="The first 20, in the order the runner takes them.")
     fingerprint = serializers.CharField(help_text="Send it back with confirmed_count to start.")
 
@@ -259,7 +299,11 @@ ERRORS = {
         description="Missing the action's permission (or the task-data right for args_contain), read-only mode "
         "(DD_CELERY_READ_ONLY), or no CSRF token with session authentication.",
     ),
-    503: OpenApiResponse(ErrorSerializer, description="The broker (or the database) did not answer, or Celery is off."),
+    503: OpenApiResponse(
+        ErrorSerializer,
+        description="The broker (or the database) did not answer, Celery is off, or (revoke, purge) the queue could "
+        "not be read to its end within DD_BULK_SCAN_SECONDS.",
+    ),
 }
 
 
@@ -338,6 +382,15 @@ class BulkControlView(CeleryControlView):
         self._audit(request, values, Result.REFUSED, detail=message)
         return Response(body, status=code)
 
+    def message_refusal(self, request: Request, values: Mapping, exc: Exception) -> Response:
+        """A revoke's or purge's refusal by the broker side (see MESSAGE_REFUSALS)."""
+        code, field = next(refusal for kind, refusal in MESSAGE_REFUSALS.items() if isinstance(exc, kind))
+        message = str(exc)
+        if isinstance(exc, BrokerUnavailable):
+            message = f"The Celery broker did not answer, nothing was done: {exc}"
+        body = error_body({field: [message]}) if field else {"detail": message}
+        return self.refuse(request, values, code, body, message)
+
 
 class CeleryBulkPreviewView(BulkControlView):
     @extend_schema(
@@ -352,7 +405,10 @@ class CeleryBulkPreviewView(BulkControlView):
             data = self.validated(request)
         except TaskDataRequired as exc:
             return self.refuse(request, {}, 403, {"detail": str(exc)}, str(exc))
-        shown = bulk.preview(data["filter"], data["action"], data["all"], data["include_retried"])
+        try:
+            shown = bulk.preview(data["filter"], data["action"], data["all"], data["include_retried"])
+        except tuple(MESSAGE_REFUSALS) as exc:
+            return self.message_refusal(request, {"backend": data["filter"].backend_alias, **data}, exc)
         return Response(BulkPreviewSerializer(shown).data)
 
 
@@ -461,9 +517,11 @@ class CeleryBulkView(BulkControlView):
             return self.refuse(request, values, 409, body, str(exc))
         except bulk.BadFingerprint as exc:
             return self.refuse(request, values, 400, error_body({"fingerprint": [str(exc)]}), str(exc))
-        except BrokerUnavailable as exc:  # the operation is written as failed; its audit row says why
+        except bulk.RunnerUnsent as exc:  # the operation is written as failed; its audit row says why
             message = f"The runner could not be sent, nothing was done: {exc}"
             return Response({"detail": message}, status=status.HTTP_503_SERVICE_UNAVAILABLE)
+        except tuple(MESSAGE_REFUSALS) as exc:
+            return self.message_refusal(request, values, exc)
         return Response(BulkOperationSerializer(operation_document(operation, request.user)).data, status=201)
 
     @extend_schema(

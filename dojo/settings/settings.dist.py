@@ -136,6 +136,8 @@ env = environ.Env(
     DD_BULK_MAX_FAILURES=(int, 1000),
     # Bulk operations: the queue their runner task is sent to; blank = the default queue.
     DD_BULK_QUEUE=(str, ""),
+    # Bulk revoke/purge: seconds a preview reads the queue at most (longer: refused with 503, nothing done).
+    DD_BULK_SCAN_SECONDS=(float, 10.0),
 )
 
 # --- Django core ---------------------------------------------------------
@@ -355,6 +357,7 @@ BULK_BATCH_PAUSE_SECONDS = env("DD_BULK_BATCH_PAUSE_SECONDS")
 BULK_STALE_SECONDS = env("DD_BULK_STALE_SECONDS")
 BULK_MAX_FAILURES = env("DD_BULK_MAX_FAILURES")
 BULK_QUEUE = env("DD_BULK_QUEUE")
+BULK_SCAN_SECONDS = env("DD_BULK_SCAN_SECONDS")
 # Beat: django-celery-beat's DatabaseScheduler adds CELERY_BEAT_SCHEDULE to the entries edited in the admin.
 CELERY_BEAT_SCHEDULER = env("DD_CELERY_BEAT_SCHEDULER")
 # Write an entry's last run right after each send (one small UPDATE), not every 3 minutes, so

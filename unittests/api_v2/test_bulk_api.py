@@ -110,7 +110,11 @@ def test_bad_input_is_400_naming_the_field(ready, api):
     cases = [
         ({"action": "delete_results", "filter": {}}, "all"),
         ({"action": "delete_results", "filter": {"backend": "default"}}, "all"),
-        ({"action": "purge", "filter": {"task_name": "x"}}, "action"),
+        ({"action": "sweep", "filter": {"task_name": "x"}}, "action"),
+        ({"action": "purge", "filter": {"task_name": "x"}}, "filter.queue"),
+        ({"action": "revoke", "filter": {"queue": "nowhere"}}, "filter.queue"),
+        ({"action": "revoke", "filter": {"queue": "celery", "state": "FAILURE"}}, "filter.state"),
+        ({"action": "purge", "filter": {"queue": "celery", "done_after": "2026-01-01T00:00:00Z"}}, "filter.done_after"),
         ({"action": "retry", "filter": {"task_name": "x", "task_name_prefix": "y"}}, "filter.task_name_prefix"),
         ({"action": "retry", "filter": {"state": "RECOVERED"}}, "filter.state"),
         ({"action": "retry", "filter": {"done_after": "soon"}}, "filter.done_after"),
@@ -157,6 +161,27 @@ def test_each_action_needs_its_permission_and_read_only_refuses_all(ready, setti
         assert response.status_code == 403 and "READ_ONLY" in response.json()["detail"]
     assert client.get(BULK).status_code == 200, "reading the operations stays open to staff"
     assert APIClient().get(BULK).status_code == 401
+
+
+@pytest.mark.django_db
+def test_revoke_and_purge_need_their_permissions_and_purge_the_system_setting(ready):
+    from dojo.models import SystemSettings
+
+    revoker = client_of(make_user("revoker", staff=True, permissions=("revoke_task",)))
+    revoke = {"action": "revoke", "filter": {"queue": "celery", "task_name": "x"}}
+    purge = {"action": "purge", "filter": {"queue": "celery", "task_name": "x"}}
+    shown = revoker.post(PREVIEW, revoke, format="json")
+    assert shown.status_code == 200 and (shown.json()["count"], shown.json()["max_id"]) == (0, 0)
+    denied = revoker.post(PREVIEW, purge, format="json")
+    assert denied.status_code == 403 and "dojo.purge_queue" in denied.json()["detail"]
+    purger = client_of(make_user("purger", staff=True, permissions=("purge_queue",)))
+    assert purger.post(PREVIEW, purge, format="json").status_code == 200
+    row = SystemSettings.load()
+    row.allow_queue_purge = False
+    row.save()
+    off = purger.post(PREVIEW, purge, format="json")
+    assert off.status_code == 403 and "disabled in System Settings" in off.json()["detail"]
+    assert CeleryAuditLog.objects.filter(action="bulk_purge", result="refused", username="purger").exists()
 
 
 @pytest.mark.django_db

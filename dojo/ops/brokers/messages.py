@@ -8,6 +8,7 @@ and the project's publish stamp in the headers, so the body is never decoded.
 
 import json
 import re
+from dataclasses import dataclass
 
 from dojo.publishing import PUBLISHED_AT_HEADER
 
@@ -44,3 +45,34 @@ def task_name(raw: bytes) -> str | None:
     if found:
         return json.loads(b'"' + found.group(1) + b'"')
     return headers_of(decode(raw)).get("task")
+
+
+def task_id(envelope: dict | None) -> str | None:
+    """The task id of a protocol 2 message (its `id` header), if any."""
+    found = headers_of(envelope).get("id")
+    return found if isinstance(found, str) and found else None
+
+
+@dataclass(frozen=True)
+class MessageMatch:
+    """Which queued messages a bulk action takes: a task name (exact) or name prefix, and text the
+    message's argsrepr or kwargsrepr header contains; an empty condition matches any message.
+    RedisTransport's PURGE_SCRIPT applies the same rule on the server (tests check they agree)."""
+
+    task_name: str = ""
+    task_name_prefix: str = ""
+    args_contain: str = ""
+
+    def matches(self, raw: bytes) -> bool:
+        if self.task_name or self.task_name_prefix:
+            name = task_name(raw)
+            if not isinstance(name, str) or (self.task_name and name != self.task_name):
+                return False
+            if not name.startswith(self.task_name_prefix):
+                return False
+        return not self.args_contain or self.args_contain_in(decode(raw))
+
+    def args_contain_in(self, envelope: dict | None) -> bool:
+        headers = headers_of(envelope)
+        texts = (headers.get("argsrepr"), headers.get("kwargsrepr"))
+        return any(isinstance(text, str) and self.args_contain in text for text in texts)

@@ -18,7 +18,10 @@ from kombu.transport.redis import Channel
 from redis import Redis
 
 from dojo.ops.brokers import messages
+from dojo.ops.brokers.messages import MessageMatch
 from dojo.ops.brokers.transport import (
+    Position,
+    PurgeStep,
     PurgeTally,
     QueueDepth,
     VirtualTransport,
@@ -32,6 +35,7 @@ PURGE_WINDOW = 1000  # messages one purge call looks at near an end of the list 
 PURGE_WINDOW_MAX = 8000  # ... and deep in it, where the LREM walk costs more than reading a wider window
 PURGE_WINDOW_MATCHES = 100  # messages one purge call removes, at most: each LSET seeks from an end of the list
 STAMPED_DEPTHS_MAX = 500  # a depth read of more queues counts only (RedisTransport.depths)
+COUNTER_TTL = 7 * 24 * 3600  # seconds a bulk purge's counter outlives its last removal
 COUNT_CHUNK = 2500  # queues per COUNT_SCRIPT call: each call holds Redis a few milliseconds at most
 
 # The ready count of each queue named in ARGV[3 + n ..], n = ARGV[2]: the sum of the lengths of its
@@ -51,20 +55,32 @@ end
 return sums
 """
 
-# One window of a purge by task name, atomic (a script runs alone on Redis): LRANGE the window
-# [start, start + window) counted from the head (wider deep in the list: a hundredth of the
+# One window of a purge of selected messages, atomic (a script runs alone on Redis): LRANGE the
+# window [start, start + window) counted from the head (wider deep in the list: a hundredth of the
 # distance to the nearer end, between ARGV[2] and ARGV[7], so sparse matches still share one
-# walk), mark each message of the task with the request's unique tombstone (LSET), stopping after
+# walk), mark each matching message with the request's unique tombstone (LSET), stopping after
 # `most` of them, then remove the tombstones with one LREM from the end nearer the window, limited
-# to their count. Returns {removed, scanned, 1 if the window reached the end of the list else 0}.
+# to their count. Returns {removed, scanned, 1 if the window reached the end of the list else 0,
+# the counter's total}.
 #
-# Which messages match is the rule of dojo.ops.brokers.messages.task_name: the first "task" key's
-# JSON string (unescaped with cjson when it holds escapes), else the envelope's headers.task;
-# ARGV[3], when not empty, is a substring every match contains, so most others are ruled out
-# without looking further.
+# Which messages match is the rule of dojo.ops.brokers.messages.MessageMatch: by name (ARGV[8]:
+# "exact" or "prefix" of ARGV[4], "any") the first "task" key's JSON string (unescaped with cjson
+# when it holds escapes), else the envelope's headers.task; and, when ARGV[9] is not empty, that
+# text in headers.argsrepr or headers.kwargsrepr. ARGV[3], when not empty, is a substring every
+# match contains, so most others are ruled out without looking further.
+#
+# With a second key (a bulk purge's counter), at most ARGV[10] messages are removed in all, across
+# calls: the counter says how many were, and is raised in the same atomic step as the removal, so
+# a runner that dies between two calls neither loses the count nor removes more than confirmed.
 PURGE_SCRIPT = """
 local key, start, window, most = KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[6])
-local needle, name, tombstone = ARGV[3], ARGV[4], ARGV[5]
+local needle, name, tombstone, mode, args = ARGV[3], ARGV[4], ARGV[5], ARGV[8], ARGV[9]
+local counter, so_far = KEYS[2], 0
+if counter then
+  so_far = tonumber(redis.call('GET', counter) or '0')
+  most = math.min(most, tonumber(ARGV[10]) - so_far)
+  if most <= 0 then return {0, 0, 0, so_far} end
+end
 local length = redis.call('LLEN', key)
 window = math.max(window, math.min(tonumber(ARGV[7]), math.floor(math.min(start, length - start) / 100)))
 local function task_of(raw)
@@ -90,10 +106,27 @@ local function task_of(raw)
     escaped, i = true, at + 2
   end
 end
+local function name_matches(raw)
+  if mode == 'any' then return true end
+  local task = task_of(raw)
+  if type(task) ~= 'string' then return false end
+  if mode == 'exact' then return task == name end
+  return string.sub(task, 1, #name) == name
+end
+local function args_match(raw)
+  if args == '' then return true end
+  local ok, envelope = pcall(cjson.decode, raw)
+  if not ok or type(envelope) ~= 'table' or type(envelope.headers) ~= 'table' then return false end
+  for _, field in ipairs({'argsrepr', 'kwargsrepr'}) do
+    local text = envelope.headers[field]
+    if type(text) == 'string' and string.find(text, args, 1, true) then return true end
+  end
+  return false
+end
 local chunk = redis.call('LRANGE', key, start, start + window - 1)
 local removed, scanned = 0, 0
 for offset, raw in ipairs(chunk) do
-  if (needle == '' or string.find(raw, needle, 1, true)) and task_of(raw) == name then
+  if (needle == '' or string.find(raw, needle, 1, true)) and name_matches(raw) and args_match(raw) then
     redis.call('LSET', key, start + offset - 1, tombstone)
     removed = removed + 1
   end
@@ -107,10 +140,14 @@ if removed > 0 then
   else
     redis.call('LREM', key, -removed, tombstone)
   end
+  if counter then
+    redis.call('INCRBY', counter, removed)
+    redis.call('EXPIRE', counter, tonumber(ARGV[11]))
+  end
 end
 local at_end = 0
 if scanned == #chunk and #chunk < window then at_end = 1 end
-return {removed, scanned, at_end}
+return {removed, scanned, at_end, so_far + removed}
 """
 
 
@@ -215,13 +252,60 @@ class RedisTransport(VirtualTransport):
             start, more = 0, True
             while more:
                 args = [start, PURGE_WINDOW, needle, task_name, tombstone, PURGE_WINDOW_MATCHES, PURGE_WINDOW_MAX]
-                removed, scanned, at_end = script(keys=[key], args=args)
+                removed, scanned, at_end, _total = script(keys=[key], args=[*args, "exact", ""])
                 tally.purged += removed
                 more = not at_end
                 start += scanned - removed  # the window's survivors; the next window starts after them
                 if (more or index < len(keys) - 1) and time.monotonic() >= tally.deadline:
                     tally.complete = False
                     return
+
+    def message_window(self, conn: Connection, queue: str, position: Position, size: int) -> list[bytes] | None:
+        """Up to `size` raw messages of `queue` from `position` (priority list, offset from the
+        head), newest first; None past the last list. Head offsets move only when producers push
+        (a message read again, never one skipped), not when workers take from the tail."""
+        keys = priority_lists(conn.default_channel, queue)
+        index, offset = position
+        if index >= len(keys):
+            return None
+        return client(conn).lrange(keys[index], offset, offset + size - 1)
+
+    def purge_matching(
+        self, conn: Connection, queue: str, match: MessageMatch, step: PurgeStep, counter: str, cap: int
+    ) -> None:
+        """Remove messages of `queue` that `match` takes, from `step.position` on, until
+        `step.most` more are removed, every list is scanned or `step.windows` PURGE_SCRIPT calls
+        are made; `step` is updated as it goes. The counter key `counter` (key prefix added) keeps
+        the total removed across calls on Redis itself, never above `cap` (see PURGE_SCRIPT)."""
+        redis = client(conn)
+        script = redis.register_script(PURGE_SCRIPT)
+        if match.task_name:
+            mode, name = "exact", match.task_name
+        elif match.task_name_prefix:
+            mode, name = "prefix", match.task_name_prefix
+        else:
+            mode, name = "any", ""
+        needle = next((text for text in (name, match.args_contain) if text and _appears_verbatim(text)), "")
+        tombstone = f"dojo-purge-tombstone:{uuid.uuid4().hex}"
+        keys = [*priority_lists(conn.default_channel, queue), (conn.default_channel.global_keyprefix or "") + counter]
+        calls, removed_here = 0, 0
+        while step.position is not None and calls < step.windows and removed_here < step.most:
+            index, start = step.position
+            if index >= len(keys) - 1:
+                step.position = None
+                break
+            most = min(PURGE_WINDOW_MATCHES, step.most - removed_here)
+            args = [start, PURGE_WINDOW, needle, name, tombstone, most, PURGE_WINDOW_MAX, mode, match.args_contain]
+            removed, scanned, at_end, total = script(keys=[keys[index], keys[-1]], args=[*args, cap, COUNTER_TTL])
+            calls += 1
+            removed_here += removed
+            step.total = total
+            if total >= cap:
+                step.position = None
+            elif at_end:
+                step.position = (index + 1, 0)
+            else:
+                step.position = (index, start + scanned - removed)
 
     def remove_binding(self, conn: Connection, control_exchange: str, worker: str) -> bool:
         """SREM of `worker`'s one member (``routing key SEP pattern SEP queue``, as kombu's

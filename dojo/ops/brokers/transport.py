@@ -10,6 +10,8 @@ every call is bounded in time. Reads are snapshots: workers may take messages me
 - `peek`: counts by task name and the first messages, read without consuming.
 - `purge` / `purge_task_name`: empty a queue / remove one task name's messages, within a
   deadline, keeping count in a `PurgeTally` as it goes.
+- `message_window` / `purge_matching`: read a queue's messages a window at a time from a
+  position / remove the messages a filter matches, for bulk operations (Redis only).
 - `consumer_counts`: the consumers of many queues (the workers' control queues on AMQP).
 - `bound_workers`: the workers bound to the control exchange, where the broker lists bindings;
   `remove_binding` removes one worker's binding (a killed worker's, which nothing else removes).
@@ -25,7 +27,7 @@ from typing import TYPE_CHECKING, ClassVar
 from kombu import Connection
 from kombu.exceptions import ChannelError
 
-from dojo.ops.brokers.messages import UNKNOWN_TASK, task_name
+from dojo.ops.brokers.messages import UNKNOWN_TASK, MessageMatch, task_name
 
 if TYPE_CHECKING:
     from dojo.ops.brokers.registry import Broker
@@ -50,6 +52,23 @@ class PurgeTally:
     deadline: float  # time.monotonic() past which no further broker call is started
     purged: int = 0
     complete: bool = True  # False: stopped at the deadline before everything was scanned
+
+
+class SelectUnsupported(ValueError):
+    """The broker cannot read (or remove) a queue's messages by a filter without consuming them."""
+
+
+Position = tuple[int, int]  # in a queue: a priority list's index, and an offset from its head
+
+
+@dataclass
+class PurgeStep:
+    """One step of a bulk purge: where it starts and stops, updated as it goes."""
+
+    position: Position | None  # where to go on from; None: every list scanned, or the cap reached
+    most: int  # messages this step removes at most
+    windows: int  # broker calls this step makes at most
+    total: int = 0  # removed so far by the whole operation (the broker's counter)
 
 
 @dataclass(frozen=True)
@@ -119,6 +138,22 @@ class Transport:
         raise PurgeByNameUnsupported(
             f"The {self.name} broker of backend {self.broker.alias} cannot remove selected messages without "
             "consuming them; only Redis can. Purging the whole queue still works."
+        )
+
+    def message_window(self, conn: Connection, queue: str, position: Position, size: int) -> list[bytes] | None:
+        """Up to `size` raw messages of `queue` from `position`, in a stable order; None past the end."""
+        raise self._unselectable()
+
+    def purge_matching(
+        self, conn: Connection, queue: str, match: MessageMatch, step: PurgeStep, counter: str, cap: int
+    ) -> None:
+        """Remove the messages `match` takes (see RedisTransport.purge_matching)."""
+        raise self._unselectable()
+
+    def _unselectable(self) -> SelectUnsupported:
+        return SelectUnsupported(
+            f"The {self.name} broker of backend {self.broker.alias} cannot read or remove queued messages by a "
+            "filter without consuming them; only Redis can."
         )
 
     def bound_workers(self, conn: Connection, control_exchange: str) -> set[str] | None:

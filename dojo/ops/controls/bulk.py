@@ -20,10 +20,12 @@ default), and a redelivered runner would race the live one. resume_stale() sends
 every pending or running operation whose row was not updated for DD_BULK_STALE_SECONDS; the new
 runner takes the lease over and goes on from the cursor.
 
-Actions: retry (the single retry's stored call: name, args, kwargs, queue, options; each result
-at most once per operation and, unless include_retried, never one an earlier operation retried)
-and delete_results. Revoking queued messages and purging by filter are not built yet: preview
-refuses them (UnsupportedAction).
+Actions on stored results: retry (the single retry's stored call: name, args, kwargs, queue,
+options; each result at most once per operation and, unless include_retried, never one an earlier
+operation retried) and delete_results. Actions on one queue's messages (dojo.ops.controls.
+bulk_messages): revoke (stored revocations, as the single revoke) and purge (Redis). Their preview
+reads the queue; the start keeps the count it found as the operation's message_limit, which the
+runner never exceeds, and the runner's cursor is a position in the queue (`_cursor_of`).
 
 A retry batch's claims (BulkRetriedTask, `sending`, with the new task ids) and the cursor are
 committed before the batch is published, then marked `sent`. A runner killed while publishing
@@ -53,8 +55,11 @@ from dojo.models import BulkOperation, BulkOperationFailure, BulkRetriedTask, Ce
 from dojo.ops.brokers.connection import BrokerUnavailable, broker_connection
 from dojo.ops.brokers.queues import default_queue
 from dojo.ops.brokers.registry import get_broker
+from dojo.ops.brokers.transport import Position
+from dojo.ops.controls import bulk_messages
 from dojo.ops.controls.audit import Result, record_action
 from dojo.ops.controls.retry import RETRYABLE_STATES, StoredCall, UnknownTask, stored_calls
+from dojo.ops.controls.revocations import REVOKE_MANY_MAX, revoke_tasks
 from dojo.ops.fleet.status_cache import forget_status
 from dojo.ops.read_models.task_filter import TaskFilter, stored_results
 from dojo.ops.redaction import redact
@@ -63,11 +68,14 @@ logger = logging.getLogger(__name__)
 
 Action = BulkOperation.Action
 State = BulkOperation.State
-SUPPORTED_ACTIONS = (Action.RETRY, Action.DELETE_RESULTS)
+SUPPORTED_ACTIONS = (Action.RETRY, Action.DELETE_RESULTS, Action.REVOKE, Action.PURGE)
+MESSAGE_ACTIONS = (Action.REVOKE, Action.PURGE)
 ACTIVE_STATES = (State.PENDING, State.RUNNING)
 SAMPLE_SIZE = 20
 REASON_CHARS = 1000
 RUNNER_TASK = "dojo.tasks.run_bulk_operation"
+POSITION_BASE = 2**40  # a message action's cursor: priority list index * POSITION_BASE + offset
+END = 2**62  # ... once the queue's end (or the cap) was reached
 
 
 class EmptyFilter(ValueError):
@@ -80,6 +88,10 @@ class UnsupportedAction(ValueError):
 
 class BadFingerprint(ValueError):
     """A fingerprint that is not one preview() made."""
+
+
+class RunnerUnsent(BrokerUnavailable):
+    """The operation was written but its runner could not be sent: it is failed."""
 
 
 class NotCancellable(ValueError):
@@ -140,11 +152,14 @@ def preview(task_filter: TaskFilter, action: str, all_: bool = False, include_re
     """The exact count of what `action` would act on, the first SAMPLE_SIZE matches (in the
     order the runner takes them) and the fingerprint start() wants back.
 
-    Raises UnsupportedAction, EmptyFilter (an empty filter without all_), DatabaseError.
+    Raises UnsupportedAction, EmptyFilter (an empty filter without all_), DatabaseError; for a
+    message action also FilterError, PurgeDisabled, ScanTooLong, SelectUnsupported, BrokerUnavailable.
     """
     _check_action(action)
     if task_filter.is_empty and not all_:
         raise EmptyFilter('An empty filter matches every stored result: narrow it, or say "all": true.')
+    if action in MESSAGE_ACTIONS:
+        return _message_preview(task_filter, action, all_, include_retried)
     rows = matching(task_filter, action, include_retried)
     totals = rows.aggregate(count=Count("id"), max_id=Coalesce(Max("id"), 0))
     count, max_id = totals["count"], totals["max_id"]
@@ -153,6 +168,15 @@ def preview(task_filter: TaskFilter, action: str, all_: bool = False, include_re
     sample = [dict(zip(keys, row, strict=True)) for row in first]
     fingerprint = f"{_digest(task_filter, action, all_, include_retried)}.{count}.{max_id}"
     return Preview(action, task_filter.to_dict(), all_, include_retried, count, max_id, sample, fingerprint)
+
+
+def _message_preview(task_filter: TaskFilter, action: str, all_: bool, include_retried: bool) -> Preview:
+    bulk_messages.check_filter(task_filter)
+    if action == Action.PURGE:
+        bulk_messages.check_purge_allowed()
+    found = bulk_messages.scan(task_filter, revoke=action == Action.REVOKE, sample_size=SAMPLE_SIZE)
+    fingerprint = f"{_digest(task_filter, action, all_, include_retried)}.{found.count}.0"
+    return Preview(action, task_filter.to_dict(), all_, include_retried, found.count, 0, found.sample, fingerprint)
 
 
 def _parse_fingerprint(fingerprint: str) -> tuple[str, int, int]:
@@ -175,7 +199,8 @@ def start(
     """Start the operation a preview confirmed, if its set is still the one shown.
 
     Raises UnsupportedAction, EmptyFilter, BadFingerprint, Conflict (with a fresh preview),
-    BrokerUnavailable (the runner could not be sent: the operation is written as failed).
+    RunnerUnsent (the runner could not be sent: the operation is written as failed); for a message
+    action also what preview() raises.
     """
     current = preview(task_filter, action, all_, include_retried)
     digest, shown_count, max_id = _parse_fingerprint(fingerprint)
@@ -210,6 +235,7 @@ def start(
         confirmed_count=confirmed_count,
         fingerprint=fingerprint,
         max_id=max_id,
+        message_limit=current.count if action in MESSAGE_ACTIONS else None,
         updated_at=timezone.now(),
         audit=audit,
     )
@@ -217,7 +243,7 @@ def start(
         send_runner(operation.pk)
     except BrokerUnavailable as exc:
         _finish(operation.pk, State.FAILED, f"The runner could not be sent: {exc}")
-        raise
+        raise RunnerUnsent(str(exc)) from exc
     return operation
 
 
@@ -363,7 +389,59 @@ def _run_batch(operation: BulkOperation, runner_id: str) -> bool:
     """One batch of the operation; False when nothing is left."""
     if operation.action == Action.DELETE_RESULTS:
         return _delete_batch(operation, runner_id)
+    if operation.action == Action.REVOKE:
+        return _revoke_batch(operation, runner_id)
+    if operation.action == Action.PURGE:
+        return _purge_batch(operation, runner_id)
     return _retry_batch(operation, runner_id)
+
+
+def _position_of(cursor: int) -> Position | None:
+    return None if cursor >= END else divmod(cursor, POSITION_BASE)
+
+
+def _cursor_of(position: Position | None) -> int:
+    return END if position is None else position[0] * POSITION_BASE + position[1]
+
+
+def _revoke_batch(operation: BulkOperation, runner_id: str) -> bool:
+    """Revoke the next matching messages' ids not revoked yet. The revocations are stored in the
+    transaction that records the batch: a runner killed before it commits leaves none stored (a
+    worker that got the broadcast still skips them), and the next runner revokes and counts them."""
+    operation.refresh_from_db(fields=["cursor", "done_count"])
+    position = _position_of(operation.cursor)
+    left = (operation.message_limit or 0) - operation.done_count
+    if position is None or left <= 0:
+        return False
+    broker = get_broker(operation.backend)
+    most = min(settings.BULK_BATCH_SIZE, left)
+    ids, after = bulk_messages.revoke_ids(broker, TaskFilter.from_query(operation.filter), position, most)
+    with transaction.atomic():
+        locked = _locked(operation.pk, runner_id)
+        for first in range(0, len(ids), REVOKE_MANY_MAX):
+            revoke_tasks(ids[first : first + REVOKE_MANY_MAX], broker)
+        _record(locked, _cursor_of(after), len(ids), [])
+    return True
+
+
+def _purge_batch(operation: BulkOperation, runner_id: str) -> bool:
+    """Remove the next matching messages; the count is the broker's own (bulk_messages.purge_step)."""
+    operation.refresh_from_db(fields=["cursor", "done_count"])
+    position = _position_of(operation.cursor)
+    cap = operation.message_limit or 0
+    if position is None or operation.done_count >= cap:
+        return False
+    bulk_messages.check_purge_allowed()  # turned off meanwhile: the operation stops, as failed
+    broker = get_broker(operation.backend)
+    task_filter = TaskFilter.from_query(operation.filter)
+    step = bulk_messages.purge_step(
+        broker, task_filter, operation.pk, position, settings.BULK_BATCH_SIZE, cap, operation.done_count
+    )
+    with transaction.atomic():
+        locked = _locked(operation.pk, runner_id)
+        _record(locked, _cursor_of(step.position), max(0, step.total - locked.done_count), [])
+    forget_status(broker)
+    return True
 
 
 def _delete_batch(operation: BulkOperation, runner_id: str) -> bool:

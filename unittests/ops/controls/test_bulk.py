@@ -184,7 +184,10 @@ def test_empty_filter_is_refused_without_all_and_a_grown_set_is_a_conflict(db, s
         bulk.preview(TaskFilter(backend="default"), "delete_results")
     assert bulk.preview(TaskFilter(), "delete_results", all_=True).count == 35
     with pytest.raises(bulk.UnsupportedAction):
+        bulk.preview(TaskFilter(task_name="cleanup.me"), "sweep")
+    with pytest.raises(FilterError) as refused:
         bulk.preview(TaskFilter(task_name="cleanup.me"), "purge")
+    assert refused.value.field == "queue", "a purge acts on one named queue's messages"
 
     task_filter = TaskFilter(task_name="cleanup.me")
     shown = bulk.preview(task_filter, "delete_results")
