@@ -49,12 +49,6 @@ from dojo.ops.controls.audit import Result
 from dojo.ops.read_models.task_filter import MAX_ARGS_TEXT, MAX_TEXT, STORED_STATES, FilterError, TaskFilter
 from dojo.permissions import IsStaff, may_see_task_data
 
-PERMISSIONS = {
-    BulkOperation.Action.RETRY: "retry_task",
-    BulkOperation.Action.DELETE_RESULTS: "delete_results",
-    BulkOperation.Action.REVOKE: "revoke_task",
-    BulkOperation.Action.PURGE: "purge_queue",
-}
 NARROWING = ("task_name", "task_name_prefix", "state", "exception_type", "done_after", "done_before")
 NARROWING += ("queue", "worker", "args_contain")
 MAX_ID = 2**63 - 1
@@ -353,12 +347,12 @@ class BulkControlView(CeleryControlView):
 
     @property
     def celery_permission(self) -> str:  # type: ignore[override]
-        return PERMISSIONS.get(self.action_asked(), "retry_task")
+        return bulk.ACTION_PERMISSIONS.get(self.action_asked(), "retry_task")
 
     @property
     def audit_action(self) -> str:  # type: ignore[override]
         action = self.action_asked()
-        return f"bulk_{action}" if action in PERMISSIONS else "bulk"
+        return f"bulk_{action}" if action in bulk.ACTION_PERMISSIONS else "bulk"
 
     def target(self, values: Mapping) -> str:
         shown = values.get("filter")

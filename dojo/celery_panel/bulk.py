@@ -16,13 +16,19 @@ from django.shortcuts import render
 from django.urls import reverse
 
 from dojo.models import BulkOperation
+from dojo.ops.brokers.queues import configured_queues
 from dojo.ops.brokers.registry import configured_brokers
-from dojo.ops.controls.bulk import SUPPORTED_ACTIONS, progress
+from dojo.ops.controls.bulk import ACTION_PERMISSIONS, SUPPORTED_ACTIONS, progress
+from dojo.ops.controls.bulk_messages import MESSAGE_FIELDS
 from dojo.ops.read_models.task_filter import STORED_STATES, FilterError, TaskFilter
 from dojo.permissions import TASK_DATA_HIDDEN, controls_enabled, may_control, may_see_task_data
 
-PERMISSIONS = {BulkOperation.Action.RETRY: "retry_task", BulkOperation.Action.DELETE_RESULTS: "delete_results"}
-ACTION_LABELS = {BulkOperation.Action.RETRY: "Retry", BulkOperation.Action.DELETE_RESULTS: "Delete stored results"}
+ACTION_LABELS = {
+    BulkOperation.Action.RETRY: "Retry",
+    BulkOperation.Action.DELETE_RESULTS: "Delete stored results",
+    BulkOperation.Action.REVOKE: "Revoke queued messages",
+    BulkOperation.Action.PURGE: "Purge queued messages (Redis)",
+}
 OPERATIONS_SHOWN = 50  # the newest operations listed on the page
 FAILURES_SHOWN = 200  # an operation's kept failures listed on its detail page
 HIDDEN = "hidden: needs the task-data permission"
@@ -47,7 +53,7 @@ def _row(operation: BulkOperation, task_data: bool) -> dict[str, Any]:
 
 def may_bulk(user: Any) -> bool:
     """Whether `user` may start any bulk action (the controls on)."""
-    return any(may_control(user, codename) for codename in PERMISSIONS.values())
+    return any(may_control(user, codename) for codename in ACTION_PERMISSIONS.values())
 
 
 def tasks_page_bulk_url(task_filter: TaskFilter) -> str:
@@ -71,7 +77,7 @@ def bulk_page(request: HttpRequest) -> HttpResponse:
     if action not in SUPPORTED_ACTIONS:
         message = f"action: must be one of {', '.join(SUPPORTED_ACTIONS)}."
         return HttpResponseBadRequest(message, content_type="text/plain")
-    allowed = {name: may_control(request.user, codename) for name, codename in PERMISSIONS.items()}
+    allowed = {name: may_control(request.user, codename) for name, codename in ACTION_PERMISSIONS.items()}
     operations = BulkOperation.objects.order_by("-id")[:OPERATIONS_SHOWN]
     context = {
         **admin.site.each_context(request),
@@ -86,6 +92,8 @@ def bulk_page(request: HttpRequest) -> HttpResponse:
         "include_retried": request.GET.get("include_retried") in ("1", "true", "on"),
         "states": STORED_STATES,
         "backends": list(configured_brokers()),
+        "queues": configured_queues(),
+        "message_fields": ", ".join(name for name in MESSAGE_FIELDS if name != "queue"),
         "action": action,
         "actions": [(name, ACTION_LABELS[name], allowed[name]) for name in SUPPORTED_ACTIONS],
         "may_act": any(allowed.values()),

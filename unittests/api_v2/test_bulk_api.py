@@ -225,7 +225,7 @@ def test_an_operation_runs_to_the_end_on_a_real_worker(ready, shared_database, s
 
 @pytest.mark.django_db
 def test_permission_objects_exist_for_every_bulk_action():
-    from dojo.api_v2.bulk import PERMISSIONS
+    from dojo.ops.controls.bulk import ACTION_PERMISSIONS as PERMISSIONS
 
     codenames = set(Permission.objects.filter(content_type__app_label="dojo").values_list("codename", flat=True))
     assert set(PERMISSIONS.values()) <= codenames

@@ -94,7 +94,9 @@ def test_the_filter_is_read_from_the_url_and_a_bad_value_is_a_400_naming_it(sett
     assert '<input type="radio" name="action" value="delete_results" checked>' in html
     assert '<input type="radio" name="action" value="retry">' in html
     assert 'value="1" id="bulk-include-retried" checked>' in html and 'id="bulk-all">' in html
-    assert 'value="revoke"' not in html and 'value="purge"' not in html, "actions not built are not offered"
+    assert '<input type="radio" name="action" value="revoke">' in html
+    assert '<input type="radio" name="action" value="purge">' in html
+    assert '<datalist id="bulk-queues"><option value="celery">' in html, "the configured queues are offered"
     shown = re.search(r'id="bulk-url-filter">([^<]*)<', html).group(1)
     assert unescape(shown) == (
         "task_name=mail.send&state=FAILURE&exception_type=smtplib.SMTPServerDisconnected"
@@ -107,7 +109,7 @@ def test_the_filter_is_read_from_the_url_and_a_bad_value_is_a_400_naming_it(sett
         ("state=CRITICAL", "state"),
         ("done_before=yesterday", "done_before"),
         ("task_name=a&task_name_prefix=b", "task_name_prefix"),
-        ("action=purge", "action"),
+        ("action=sweep", "action"),
         ("backend=nowhere", "backend"),
         (f"queue={'q' * 256}", "queue"),
     ]:

@@ -70,6 +70,13 @@ Action = BulkOperation.Action
 State = BulkOperation.State
 SUPPORTED_ACTIONS = (Action.RETRY, Action.DELETE_RESULTS, Action.REVOKE, Action.PURGE)
 MESSAGE_ACTIONS = (Action.REVOKE, Action.PURGE)
+# The permission (a codename of dojo.CeleryAuditLog's Meta permissions) each action needs.
+ACTION_PERMISSIONS = {
+    Action.RETRY: "retry_task",
+    Action.DELETE_RESULTS: "delete_results",
+    Action.REVOKE: "revoke_task",
+    Action.PURGE: "purge_queue",
+}
 ACTIVE_STATES = (State.PENDING, State.RUNNING)
 SAMPLE_SIZE = 20
 REASON_CHARS = 1000

@@ -88,9 +88,18 @@
     return names.map(function (name) { return name + "=" + filter[name]; }).join(" · ");
   }
 
+  // What an action acts on: stored results, or (revoke, purge) messages waiting in a queue.
+  var LABELS = {
+    retry: ["Retry", "stored result(s)"],
+    delete_results: ["Delete the stored results of", "stored result(s)"],
+    revoke: ["Revoke", "queued message(s)"],
+    purge: ["Remove from the queue", "queued message(s)"]
+  };
+
   function showPreview(preview) {
     current.preview = preview;
     document.getElementById("bulk-preview-count").textContent = String(preview.count);
+    document.getElementById("bulk-preview-what").textContent = LABELS[preview.action][1];
     document.getElementById("bulk-preview-filter").textContent = filterText(preview.filter);
     var body = document.querySelector("#bulk-sample tbody");
     body.textContent = "";
@@ -126,9 +135,9 @@
 
   function askConfirm(note) {
     var preview = current.preview;
-    var label = preview.action === "retry" ? "Retry" : "Delete the stored results of";
-    document.getElementById("bulk-confirm-text").textContent = (note ? note + " " : "") + label + " " +
-      preview.count + " stored result(s) matching " + filterText(preview.filter) + "?";
+    var label = LABELS[preview.action];
+    document.getElementById("bulk-confirm-text").textContent = (note ? note + " " : "") + label[0] + " " +
+      preview.count + " " + label[1] + " matching " + filterText(preview.filter) + "?";
     confirmBox.hidden = false;
   }
 
