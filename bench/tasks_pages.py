@@ -4,7 +4,8 @@ What it does: creates a private PostgreSQL database on 127.0.0.1:5432 (user post
 migrates it with ``manage.py migrate`` (so the celery_panel indexes exist), loads N TaskResult rows
 with one ``INSERT ... SELECT FROM generate_series`` (varied states, task names, workers and dates),
 runs VACUUM ANALYZE, then times requests made in-process with Django's test Client, logged in as a
-superuser: the panel's task list (first page, each state filter, exact id, name prefix, a deep page)
+superuser: the panel's task list (first page, each state filter, exact id, name prefix, a deep page,
+and filter form fields: task name with a state, a done window, a worker, an exception type)
 and the django-celery-results admin changelist for the same questions. Prints p50/p95/max in ms and
 whether every panel page meets p50 <= 100 ms; drops the database at the end, however it ends.
 
@@ -19,7 +20,9 @@ import statistics
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from urllib.parse import urlencode
 
 ROOT = Path(__file__).resolve().parent.parent
 PG = ["-h", "127.0.0.1", "-U", "postgres"]
@@ -141,6 +144,8 @@ def run_requests(url: str, task_id: str, args: argparse.Namespace) -> int:
     client = Client(HTTP_HOST="localhost")
     client.force_login(User.objects.create_superuser("bench", "bench@example.invalid", None))
     panel = "/admin/celery/tasks/"
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(days=2)
+    window = urlencode({"done_after": start.isoformat(), "done_before": (start + timedelta(hours=1)).isoformat()})
     admin = "/admin/django_celery_results/taskresult/"
     pages = [
         ("panel", "first page", panel),
@@ -148,6 +153,11 @@ def run_requests(url: str, task_id: str, args: argparse.Namespace) -> int:
         ("panel", "exact id", f"{panel}?q={task_id}"),
         ("panel", "name prefix 'dojo.reports.'", f"{panel}?q=dojo.reports."),
         ("panel", "page 1000 (offset 49,950)", f"{panel}?page=1000"),
+        # The filter form's fields (TaskFilter): the same URL a bookmark or the bulk link carries.
+        ("panel", "task_name + state=FAILURE", f"{panel}?task_name=dojo.reports.generate_pdf&state=FAILURE"),
+        ("panel", "done window (1 h, 2 days ago)", f"{panel}?{window}"),
+        ("panel", "worker", f"{panel}?worker=celery3%40host2"),
+        ("panel", "exception_type + state=FAILURE", f"{panel}?exception_type=ValueError&state=FAILURE"),
         ("admin", "first page", admin),
         *(("admin", f"status {state}", f"{admin}?status__exact={state}") for state in STATE_FILTERS.values()),
         ("admin", "q=<id>", f"{admin}?q={task_id}"),
