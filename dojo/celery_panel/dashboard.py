@@ -11,6 +11,7 @@ this thread reads the database; a part that has not answered by the deadline is 
 page with the reason, and its late result is dropped.
 """
 
+from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, replace
 from functools import partial
@@ -34,7 +35,14 @@ from dojo.ops.fleet.status import CeleryStatus
 from dojo.ops.fleet.status_cache import get_status
 from dojo.ops.limits.semaphores import HeldSlots, held_slots, semaphore_states, slots_on_broker
 from dojo.ops.read_models.budget import Budget, OutOfTime, broker_budget, done
-from dojo.ops.read_models.queue_table import QueueTable, by_pressure, queue_table, with_latency
+from dojo.ops.read_models.queue_table import (
+    QueueRows,
+    QueueTable,
+    QueueTableRow,
+    by_pressure,
+    queue_table,
+    with_latency,
+)
 from dojo.ops.read_models.recurring import recurring_tasks
 from dojo.ops.read_models.stored_results import recent_activity
 from dojo.ops.redaction import mask_url, redact
@@ -208,29 +216,46 @@ def _queues_page(
     (it is read without it). A page past the last shows the last."""
     number = _page_number(request)
     wide = len(table.rows) > QUEUES_SHOWN_WHOLE
-    rows = by_pressure(table.rows) if wide and not request.GET.get(SORT_PARAMS["queues"]) else table.rows
     query = request.GET.copy()
     query.pop(QUEUES_PAGE_PARAM, None)  # a new order starts again at the first page
-    ordered = sort_table(rows, QUEUE_COLUMNS, query, SORT_PARAMS["queues"], "queues")
-    per_page = QUEUES_PER_PAGE if wide else max(1, len(ordered.rows))
-    count = max(1, -(-len(ordered.rows) // per_page))
+    if query.get(SORT_PARAMS["queues"]):  # sorted on any column: every row is built
+        ordered = sort_table(table.rows, QUEUE_COLUMNS, query, SORT_PARAMS["queues"], "queues")
+        rows: Sequence[QueueTableRow] = ordered.rows
+    else:  # the table's order, or worst first: only the page's rows are built
+        rows = by_pressure(table.rows) if wide else table.rows
+        ordered = sort_table([], QUEUE_COLUMNS, query, SORT_PARAMS["queues"], "queues")
+    per_page = QUEUES_PER_PAGE if wide else max(1, len(rows))
+    count = max(1, -(-len(rows) // per_page))
     number = min(number, count)
     start = (number - 1) * per_page
-    shown = ordered.rows[start : start + per_page]
+    shown = list(rows[start : start + per_page])
     if wide:
         table = with_latency(broker, table, [row.name for row in shown], budget)
-        fresh = {row.name: row for row in table.rows}
-        shown = [fresh[row.name] for row in shown]
+        shown = _rows_of(table, shown)
     page = QueuesPage(
         number=number,
         count=count,
-        total=len(ordered.rows),
+        total=len(rows),
         first_index=start + 1 if shown else 0,
         last_index=start + len(shown),
         next_url=_anchor_url(request, "queues", QUEUES_PAGE_PARAM, str(number + 1)) if number < count else "",
         previous_url=_anchor_url(request, "queues", QUEUES_PAGE_PARAM, str(number - 1)) if number > 1 else "",
     )
     return table, replace(ordered, rows=shown), page
+
+
+def _rows_of(table: QueueTable, shown: list[QueueTableRow]) -> list[QueueTableRow]:
+    """The rows of `table` (after with_latency) for the queues of `shown`, in that order."""
+    names = [row.name for row in shown]
+    if isinstance(table.rows, QueueRows):
+        return table.rows.rows_of(names)
+    fresh = {row.name: row for row in table.rows}
+    return [fresh[name] for name in names]
+
+
+def _column(rows: Sequence[QueueTableRow], attr: str) -> list[Any]:
+    """One column of the table, read without building the rows when they are QueueRows."""
+    return rows.column(attr) if isinstance(rows, QueueRows) else [getattr(row, attr) for row in rows]
 
 
 def summary_cards(
@@ -242,7 +267,7 @@ def summary_cards(
 ) -> list[Card]:
     workers = [row for row in processes if row.kind == "worker"]
     live = sum(row.is_live for row in workers)
-    latencies = [row.latency_seconds for row in table.rows if row.latency_seconds is not None]
+    latencies = [seconds for seconds in _column(table.rows, "latency_seconds") if seconds is not None]
     activity = recent_activity(table.backend)
     tasks_url = reverse("celery_panel:tasks")
     queues = SORT_PARAMS["queues"]
@@ -257,7 +282,7 @@ def summary_cards(
         Card(
             "ready",
             "Ready",
-            _sum([row.ready_count for row in table.rows]),
+            _sum(_column(table.rows, "ready_count")),
             _anchor_url(request, "queues", queues, "-2"),
         ),
         Card(
@@ -270,7 +295,7 @@ def summary_cards(
         Card(
             "scheduled",
             "Scheduled",
-            _sum([row.scheduled_count for row in table.rows]),
+            _sum(_column(table.rows, "scheduled_count")),
             _anchor_url(request, "queues", queues, "-4"),
         ),
         Card(

@@ -38,21 +38,27 @@ STAMPED_DEPTHS_MAX = 500  # a depth read of more queues counts only (RedisTransp
 COUNTER_TTL = 7 * 24 * 3600  # seconds a bulk purge's counter outlives its last removal
 COUNT_CHUNK = 2500  # queues per COUNT_SCRIPT call: each call holds Redis a few milliseconds at most
 
-# The ready count of each queue named in ARGV[3 + n ..], n = ARGV[2]: the sum of the lengths of its
-# lists ARGV[1] .. name .. suffix, for each of the n suffixes ARGV[3 .. 2 + n] (a list that does
-# not exist has length 0). The keys are built on the server, so a read of 10,000 queues sends
-# 10,000 names, not 40,000 keys; a script may touch keys it was not given on a Redis that is not
-# a cluster, which is the only Redis kombu's transport speaks to.
+# The ready counts of the queues named in ARGV[3 + n], n = ARGV[2]: each queue's the sum of the lengths
+# of its lists ARGV[1] .. name .. suffix, for each of the n suffixes ARGV[3 .. 2 + n] (a list that does
+# not exist has length 0), as one string "3,0,12,...". The names come in one argument, each as its
+# length in bytes, ":" and itself (any byte may be in a name), and the keys are built on the server:
+# a read of 10,000 queues sends one string of names, not 40,000 keys, and gets one string back, not
+# 10,000 replies (packing and parsing those was most of the client's cost). A script may touch keys
+# it was not given on a Redis that is not a cluster, which is the only Redis kombu's transport speaks to.
 COUNT_SCRIPT = """
-local prefix, n, sums = ARGV[1], tonumber(ARGV[2]), {}
-for q = 3 + n, #ARGV do
-  local name, ready = prefix .. ARGV[q], 0
+local prefix, n, names = ARGV[1], tonumber(ARGV[2]), ARGV[3 + tonumber(ARGV[2])]
+local sums, at = {}, 1
+while at <= #names do
+  local colon = string.find(names, ':', at, true)
+  local length = tonumber(string.sub(names, at, colon - 1))
+  local name, ready = prefix .. string.sub(names, colon + 1, colon + length), 0
+  at = colon + length + 1
   for s = 3, 2 + n do
     ready = ready + redis.call('LLEN', name .. ARGV[s])
   end
   sums[#sums + 1] = ready
 end
-return sums
+return table.concat(sums, ',')
 """
 
 # One window of a purge of selected messages, atomic (a script runs alone on Redis): LRANGE the
@@ -217,9 +223,11 @@ class RedisTransport(VirtualTransport):
         redis = client(conn)
         script = redis.register_script(COUNT_SCRIPT)
         pipe = redis.pipeline(transaction=False)
+        encoded = [name.encode() for name in names]  # as redis-py sends a str (UTF-8)
         for first in range(0, len(names), COUNT_CHUNK):
-            script(args=[prefix, len(suffixes), *suffixes, *names[first : first + COUNT_CHUNK]], client=pipe)
-        sums = [n for answer in pipe.execute() for n in answer]
+            listed = b"".join(b"%d:%s" % (len(name), name) for name in encoded[first : first + COUNT_CHUNK])
+            script(args=[prefix, len(suffixes), *suffixes, listed], client=pipe)
+        sums = [int(n) for answer in pipe.execute() for n in answer.split(b"," if isinstance(answer, bytes) else ",")]
         shared: dict[int, QueueDepth] = {}
         return {
             name: shared.get(ready) or shared.setdefault(ready, QueueDepth(ready=ready))

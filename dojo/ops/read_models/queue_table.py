@@ -24,10 +24,12 @@ within one budget (dojo.ops.read_models.budget): the table never waits two broke
 import logging
 import time
 from collections import Counter
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from functools import partial
+from typing import Any, overload
 
 from celery import states
 from django.conf import settings
@@ -38,11 +40,11 @@ from dojo.ops.brokers.connection import BrokerUnavailable, broker_connection
 from dojo.ops.brokers.queues import configured_queues, default_queue
 from dojo.ops.brokers.registry import Broker, get_broker
 from dojo.ops.brokers.transport import QueueDepth
-from dojo.ops.fleet.load import WorkerLoad
+from dojo.ops.fleet.load import QueueLoads, WorkerLoad
 from dojo.ops.fleet.pauses import paused_queues
 from dojo.ops.fleet.status import CeleryStatus
 from dojo.ops.fleet.status_cache import get_status, get_summary
-from dojo.ops.limits.semaphores import blocked_by_queue
+from dojo.ops.limits.semaphores import BlockedQueue, blocked_by_queue
 from dojo.ops.read_models.budget import Budget, OutOfTime, broker_budget
 from dojo.ops.read_models.stored_results import count_results as count_results_by
 from dojo.ops.redaction import redact
@@ -76,8 +78,8 @@ class QueueTableRow:
 @dataclass
 class QueueTable:
     backend: str
-    rows: list[QueueTableRow]
-    shared_rows: list[QueueTableRow]  # queues known only from a pause or a periodic entry
+    rows: Sequence[QueueTableRow]  # QueueRows from queue_table(): built when asked for
+    shared_rows: Sequence[QueueTableRow]  # queues known only from a pause or a periodic entry
     broker_error: str | None
     read_at: datetime
     results_error: str | None = None  # the result store could not be counted
@@ -132,43 +134,26 @@ def queue_table(
         depths.update(more)
         if error:
             broker_error = f"Ready counts of {', '.join(extra)} (known from the workers) were not read: {error}"
-    now = time.time()
-    idle = loads.default_factory()  # the load of a queue no worker holds
-    idle_load = (idle.claimed_count, idle.scheduled_count, idle.consumers, None)
     failed = {queue: count for (alias, queue), count in results.failed.items() if alias == broker.alias}
     finished = {queue: count for (alias, queue), count in results.finished.items() if alias == broker.alias}
-
-    def row(name: str) -> QueueTableRow:
-        # Most of 10,000 queues have no worker load, no blocked task and no result: the shared
-        # idle values, read once, rather than the load's properties per queue.
-        load = loads.get(name)
-        claimed, scheduled, consumers, oldest_eta = (
-            idle_load if load is None else (load.claimed_count, load.scheduled_count, load.consumers, load.oldest_eta)
-        )
-        depth = depths.get(name)
-        waiting = blocked.get(name)
-        stamp = depth.oldest_published_at if depth else None
-        return QueueTableRow(
-            name=name,
-            ready_count=depth.ready if depth else None,
-            claimed_count=claimed,
-            scheduled_count=scheduled,
-            blocked_count=waiting.count if waiting else 0,
-            failed_count=failed.get(name, 0),
-            finished_count=finished.get(name, 0),
-            paused=name in paused,
-            latency_seconds=max(0.0, now - stamp) if stamp is not None else None,
-            live_worker_count=consumers,
-            oldest_scheduled_at=oldest_eta,
-            oldest_blocked_at=waiting.oldest_blocked_at if waiting else None,
-            sources=sources[name],
-        )
-
-    rows = [row(name) for name in sources]
+    idle = loads.default_factory()  # the load of a queue no worker holds
+    columns = _Columns(
+        depths=depths,
+        loads=loads,
+        idle_load=(idle.claimed_count, idle.scheduled_count, idle.consumers, None),
+        blocked=blocked,
+        failed=failed,
+        finished=finished,
+        paused=paused,
+        sources=sources,
+        now=time.time(),
+    )
+    listed = [name for name, found in sources.items() if CONFIGURATION in found or WORKER in found]
+    shared = [name for name, found in sources.items() if CONFIGURATION not in found and WORKER not in found]
     return QueueTable(
         backend=broker.alias,
-        rows=[r for r in rows if CONFIGURATION in r.sources or WORKER in r.sources],
-        shared_rows=[r for r in rows if CONFIGURATION not in r.sources and WORKER not in r.sources],
+        rows=QueueRows(listed, columns),
+        shared_rows=QueueRows(shared, columns),
         broker_error=broker_error,
         read_at=read_at,
         results_error=results.error,
@@ -176,9 +161,141 @@ def queue_table(
     )
 
 
-def by_pressure(rows: list[QueueTableRow]) -> list[QueueTableRow]:
+@dataclass(slots=True)
+class _Columns:
+    """What one table read found, by queue: the rows are built from it when they are asked for."""
+
+    depths: dict[str, QueueDepth]
+    loads: QueueLoads
+    idle_load: tuple[int | None, int | None, int | None, None]  # claimed, scheduled, consumers, oldest ETA
+    blocked: dict[str, BlockedQueue]
+    failed: dict[str, int]
+    finished: dict[str, int]
+    paused: set[str]
+    sources: dict[str, tuple[str, ...]]
+    now: float
+    stamps: dict[str, float] = field(default_factory=dict)  # publish stamps read later (with_latency)
+
+    def row(self, name: str) -> QueueTableRow:
+        # Most of 10,000 queues have no worker load, no blocked task and no result: the shared
+        # idle values, read once, rather than the load's properties per queue.
+        load = self.loads.get(name)
+        claimed, scheduled, consumers, oldest_eta = (
+            self.idle_load
+            if load is None
+            else (load.claimed_count, load.scheduled_count, load.consumers, load.oldest_eta)
+        )
+        depth = self.depths.get(name)
+        waiting = self.blocked.get(name)
+        stamp = self.stamp(name, depth)
+        return QueueTableRow(
+            name=name,
+            ready_count=depth.ready if depth else None,
+            claimed_count=claimed,
+            scheduled_count=scheduled,
+            blocked_count=waiting.count if waiting else 0,
+            failed_count=self.failed.get(name, 0),
+            finished_count=self.finished.get(name, 0),
+            paused=name in self.paused,
+            latency_seconds=max(0.0, self.now - stamp) if stamp is not None else None,
+            live_worker_count=consumers,
+            oldest_scheduled_at=oldest_eta,
+            oldest_blocked_at=waiting.oldest_blocked_at if waiting else None,
+            sources=self.sources[name],
+        )
+
+    def stamp(self, name: str, depth: QueueDepth | None) -> float | None:
+        stamp = self.stamps.get(name)
+        return stamp if stamp is not None else depth.oldest_published_at if depth else None
+
+
+class QueueRows(Sequence[QueueTableRow]):
+    """The rows of a queues table in its order, each built the first time it is asked for: a page
+    of a table of 10,000 queues builds its 100 rows, not 10,000. The order worst first
+    (by_pressure), the column totals (`column`) and a page's latency (with_latency) work on what
+    the read found, without building rows; iterating builds every row (once)."""
+
+    __slots__ = ("_built", "_columns", "names")
+
+    def __init__(self, names: list[str], columns: _Columns, built: dict[str, QueueTableRow] | None = None) -> None:
+        self.names = names
+        self._columns = columns
+        self._built = {} if built is None else built  # shared by the orders of one read's rows
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    @overload
+    def __getitem__(self, index: int) -> QueueTableRow: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[QueueTableRow]: ...
+
+    def __getitem__(self, index: int | slice) -> QueueTableRow | list[QueueTableRow]:
+        if isinstance(index, slice):
+            return [self._row(name) for name in self.names[index]]
+        return self._row(self.names[index])
+
+    def __iter__(self) -> Iterator[QueueTableRow]:
+        return (self._row(name) for name in self.names)
+
+    def __repr__(self) -> str:
+        return f"QueueRows({len(self.names)} queues)"
+
+    def _row(self, name: str) -> QueueTableRow:
+        row = self._built.get(name)
+        if row is None:
+            row = self._built[name] = self._columns.row(name)
+        return row
+
+    def rows_of(self, names: list[str]) -> list[QueueTableRow]:
+        """The rows of `names` (queues of this table), in that order."""
+        return [self._row(name) for name in names]
+
+    def ordered(self, names: list[str]) -> "QueueRows":
+        """The same rows in the order of `names` (the same queues)."""
+        return QueueRows(names, self._columns, self._built)
+
+    def column(self, attr: str) -> list[Any]:
+        """Every row's `attr`, in order; the ready counts, the scheduled counts and the latencies
+        without building the rows."""
+        columns, names = self._columns, self.names
+        if attr == "ready_count":
+            depths = columns.depths
+            return [depth.ready if depth else None for depth in map(depths.get, names)]
+        if attr == "scheduled_count":
+            loads, idle = columns.loads, columns.idle_load[1]
+            return [idle if load is None else load.scheduled_count for load in map(loads.get, names)]
+        if attr == "latency_seconds":
+            depths, now = columns.depths, columns.now
+            stamps = [columns.stamp(name, depths.get(name)) for name in names]
+            return [None if stamp is None else max(0.0, now - stamp) for stamp in stamps]
+        return [getattr(row, attr) for row in self]
+
+    def pressure_order(self) -> list[str]:
+        """The names worst first (see by_pressure)."""
+        depths, blocked = self._columns.depths, self._columns.blocked
+        keys = []
+        for name in self.names:
+            depth, waiting = depths.get(name), blocked.get(name)
+            ready = depth.ready if depth else 0
+            keys.append((depth is None, -(ready + (waiting.count if waiting else 0)), name))
+        keys.sort()
+        return [key[2] for key in keys]
+
+    def with_stamps(self, depths: dict[str, QueueDepth]) -> "QueueRows":
+        """The same rows with the publish stamps of `depths` (read later) where they have one."""
+        stamps = {name: depth.oldest_published_at for name, depth in depths.items() if depth.oldest_published_at}
+        columns = replace(self._columns, stamps={**self._columns.stamps, **stamps})
+        return QueueRows(self.names, columns)
+
+
+def by_pressure(rows: Sequence[QueueTableRow]) -> Sequence[QueueTableRow]:
     """Worst first: the most work waiting (ready plus blocked), then by name; rows whose ready
-    count is unknown (broker unread) after the known ones."""
+    count is unknown (broker unread) after the known ones. A table's QueueRows are ordered
+    without building their rows (still built when asked for)."""
+    if isinstance(rows, QueueRows):
+        return rows.ordered(rows.pressure_order())
 
     def pressure(row: QueueTableRow) -> tuple[bool, int, str]:
         return row.ready_count is None, -((row.ready_count or 0) + row.blocked_count), row.name
@@ -196,6 +313,8 @@ def with_latency(broker: Broker, table: QueueTable, names: list[str], budget: Bu
     depths, error = _depths_within(budget, budget.start(partial(_read_depths, broker, names), "queue-latency"), None)
     if error:
         return replace(table, broker_error=f"The latency of the queues shown was not read: {error}")
+    if isinstance(table.rows, QueueRows):
+        return replace(table, rows=table.rows.with_stamps(depths))
     now = time.time()
 
     def updated(row: QueueTableRow) -> QueueTableRow:
