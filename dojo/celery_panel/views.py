@@ -7,11 +7,12 @@ API (celery_controls.js).
 
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlencode
 
 from django.conf import settings
 from django.contrib import admin
 from django.http import Http404, HttpRequest, HttpResponse
-from django.shortcuts import render
+from django.shortcuts import redirect, render
 
 from dojo.celery_panel.analytics import overview_throughput
 from dojo.celery_panel.backends.workers import offline_row, worker_row
@@ -58,6 +59,11 @@ def _page_number(request: HttpRequest) -> int:
 def tasks(request: HttpRequest) -> HttpResponse:
     """The tasks list for the URL's filter (dojo.celery_panel.task_filter_form): a bad value is the
     page with the field's message and status 400, nothing listed."""
+    given = [(name, value) for name, values in request.GET.lists() for value in values]
+    if any(value == "" for _name, value in given):
+        # The form sends its empty fields too: the same page at the URL without them, for bookmarks.
+        kept = urlencode([(name, value) for name, value in given if value != ""])
+        return redirect(f"{request.path}?{kept}" if kept else request.path)
     tasks_backend = backend("tasks")
     task_data = may_see_task_data(request.user)
     asked = tasks_page_query(request.GET, tasks_backend, task_data)

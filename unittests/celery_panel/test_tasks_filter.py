@@ -126,6 +126,14 @@ def test_the_page_url_round_trips_and_lists_stored_results_of_its_filter(rows, q
 
 
 @pytest.mark.django_db
+def test_the_forms_empty_fields_are_left_out_of_the_url(rows):
+    root = client_for("root", superuser=True)
+    submitted = root.get(PAGE, {"q": "", "task_name": "", "state": "FAILURE", "queue": "mail", "args_contain": ""})
+    assert submitted.status_code == 302 and submitted.url == f"{PAGE}?state=FAILURE&queue=mail"
+    assert root.get(PAGE, {"q": "", "worker": ""}).url == PAGE
+
+
+@pytest.mark.django_db
 def test_pages_keep_the_filter_and_old_bookmarks_mean_the_same_set(db):
     ids = [stored("mail.send", "FAILURE", n, result=SMTP) for n in range(55)]
     stored("mail.send", "SUCCESS", 0)
