@@ -190,22 +190,28 @@ def results_query() -> Callable[[], tuple[bool, str]]:
 
 
 def old_depths(queues: list[str], total: int) -> Callable[[], tuple[bool, str]]:
-    """The depth read as it was: LLEN and LINDEX of every list, every next message decoded."""
+    """The depth read as it was: LLEN and LINDEX of every list, every next message decoded in Python,
+    in one pipeline (kept here only, for comparison)."""
+    from dojo.ops.brokers import messages
     from dojo.ops.brokers import redis as redis_lists
     from dojo.ops.brokers.connection import broker_connection
-    from dojo.ops.brokers.registry import get_broker
-
-    transport = get_broker().transport
 
     def call() -> tuple[bool, str]:
-        limit = redis_lists.STAMPED_DEPTHS_MAX
-        redis_lists.STAMPED_DEPTHS_MAX = len(queues)
-        try:
-            with broker_connection() as conn:
-                depths = transport.depths(conn, queues)
-        finally:
-            redis_lists.STAMPED_DEPTHS_MAX = limit
-        ready = sum(depth.ready for depth in depths.values())
+        with broker_connection() as conn:
+            keys = {name: redis_lists.priority_lists(conn.default_channel, name) for name in queues}
+            pipe = redis_lists.client(conn).pipeline(transaction=False)
+            for name in queues:
+                for key in keys[name]:
+                    pipe.llen(key)
+                    pipe.lindex(key, -1)
+            answers = iter(pipe.execute())
+        ready = 0
+        for name in queues:
+            for _key in keys[name]:
+                length, next_message = next(answers), next(answers)
+                ready += length
+                if next_message is not None:
+                    messages.published_at(messages.decode(next_message))
         return (True, "") if ready == total else (False, f"ready {ready}")
 
     return call

@@ -40,7 +40,7 @@ from dojo.ops.read_models.queue_table import (
     QueueTable,
     QueueTableRow,
     by_pressure,
-    queue_table,
+    start_queue_table,
     with_latency,
 )
 from dojo.ops.read_models.recurring import recurring_tasks
@@ -263,12 +263,13 @@ def summary_cards(
     table: QueueTable,
     status: CeleryStatus,
     processes: list[ProcessRow],
+    activity: dict[str, int] | None,
     page: QueuesPage | None = None,
 ) -> list[Card]:
+    """The cards; `activity` is recent_activity() of the table's backend."""
     workers = [row for row in processes if row.kind == "worker"]
     live = sum(row.is_live for row in workers)
     latencies = [seconds for seconds in _column(table.rows, "latency_seconds") if seconds is not None]
-    activity = recent_activity(table.backend)
     tasks_url = reverse("celery_panel:tasks")
     queues = SORT_PARAMS["queues"]
     return [
@@ -359,13 +360,18 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     status_read = budget.start(partial(get_status, broker=broker), "status")
     # Slots kept in this project's database are read in this thread, like every other row.
     held = budget.start(partial(held_slots, broker), "semaphores") if slots_on_broker(broker) else None
-    table = queue_table(broker, status_read, budget)
-    table, queues, page = _queues_page(request, broker, table, budget)
+    pending = start_queue_table(broker, status_read, budget)
+    # The database parts that need neither the status nor the table, read while Redis counts the queues.
+    activity = recent_activity(broker.alias)
+    recurring = recurring_tasks()
+    monitor = monitor_state(broker.alias)
+    admin_context = admin.site.each_context(request)
+    table, queues, page = _queues_page(request, broker, pending.table(), budget)
     status = table.status
     processes = list_processes(broker.alias, pool_pids(status))
     semaphores = _semaphores(request, broker, budget, held or done(held_slots(broker)))
     context = {
-        **admin.site.each_context(request),
+        **admin_context,
         "is_nav_sidebar_enabled": False,  # the queues table needs the page's whole width
         "title": "Celery dashboard",
         "backend_name": "Dashboard",
@@ -374,16 +380,16 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         "backend": broker,
         "backends": list(configured_brokers()),
         "backend_facts": backend_facts(broker, table, status),
-        "summary_cards": summary_cards(request, table, status, processes, page),
+        "summary_cards": summary_cards(request, table, status, processes, activity, page),
         "unavailable": _unavailable(status, table, semaphores),
         "results_error": table.results_error,
         "queues": queues,
         "queues_page": page,
         "shared_queues": _sorted(request, "shared", table.shared_rows, SHARED_QUEUE_COLUMNS),
         "processes": _sorted(request, "processes", processes, PROCESS_COLUMNS),
-        "monitor": monitor_state(broker.alias),
+        "monitor": monitor,
         "detections": _detections(broker, status),
-        "recurring": _sorted(request, "recurring", recurring_tasks(), RECURRING_COLUMNS),
+        "recurring": _sorted(request, "recurring", recurring, RECURRING_COLUMNS),
         "semaphores": semaphores,
         "controls": user_controls(request),
         "read_only": not controls_enabled(),

@@ -27,7 +27,6 @@ from dojo.ops.brokers.transport import (
     VirtualTransport,
     Within,
     count_task_names,
-    oldest,
 )
 
 BATCH = 1000
@@ -37,6 +36,7 @@ PURGE_WINDOW_MATCHES = 100  # messages one purge call removes, at most: each LSE
 STAMPED_DEPTHS_MAX = 500  # a depth read of more queues counts only (RedisTransport.depths)
 COUNTER_TTL = 7 * 24 * 3600  # seconds a bulk purge's counter outlives its last removal
 COUNT_CHUNK = 2500  # queues per COUNT_SCRIPT call: each call holds Redis a few milliseconds at most
+STAMPED_CHUNK = 50  # queues per STAMPED_SCRIPT call: each decodes up to one envelope per list
 
 # The ready counts of the queues named in ARGV[3 + n], n = ARGV[2]: each queue's the sum of the lengths
 # of its lists ARGV[1] .. name .. suffix, for each of the n suffixes ARGV[3 .. 2 + n] (a list that does
@@ -59,6 +59,46 @@ while at <= #names do
   sums[#sums + 1] = ready
 end
 return table.concat(sums, ',')
+"""
+
+# The same for a narrow read (at most STAMPED_DEPTHS_MAX queues, STAMPED_CHUNK a call), with the publish
+# stamp of the next message of each list (LINDEX -1), header ARGV[3 + n] of its envelope, read on the
+# server: each queue's answer is "ready" or "ready stamp" (the oldest stamp, all 17 digits, when every
+# list's next message has one: the rule of dojo.ops.brokers.messages.published_at), so 100 queues cost
+# one argument and one short string, not 800 replies and 400 envelopes decoded in Python.
+STAMPED_SCRIPT = """
+local prefix, n = ARGV[1], tonumber(ARGV[2])
+local header, names = ARGV[3 + n], ARGV[4 + n]
+local answers, at = {}, 1
+while at <= #names do
+  local colon = string.find(names, ':', at, true)
+  local length = tonumber(string.sub(names, at, colon - 1))
+  local name, ready, oldest, unstamped = prefix .. string.sub(names, colon + 1, colon + length), 0, nil, false
+  at = colon + length + 1
+  for s = 3, 2 + n do
+    local key = name .. ARGV[s]
+    ready = ready + redis.call('LLEN', key)
+    local raw = redis.call('LINDEX', key, -1)
+    if raw then
+      local ok, envelope = pcall(cjson.decode, raw)
+      local stamp = nil
+      if ok and type(envelope) == 'table' and type(envelope.headers) == 'table' then
+        stamp = envelope.headers[header]
+      end
+      if type(stamp) ~= 'number' then
+        unstamped = true
+      elseif oldest == nil or stamp < oldest then
+        oldest = stamp
+      end
+    end
+  end
+  if oldest ~= nil and not unstamped then
+    answers[#answers + 1] = string.format('%d %.17g', ready, oldest)
+  else
+    answers[#answers + 1] = string.format('%d', ready)
+  end
+end
+return table.concat(answers, ',')
 """
 
 # One window of a purge of selected messages, atomic (a script runs alone on Redis): LRANGE the
@@ -184,55 +224,43 @@ class RedisTransport(VirtualTransport):
 
     def depths(self, conn: Connection, names: list[str]) -> dict[str, QueueDepth]:
         """Ready counts of every priority list of each queue, in one pipeline; for a read of at most
-        STAMPED_DEPTHS_MAX queues also the next message of each list (LINDEX -1, decoded for its
-        publish stamp), so 200 queues cost one round trip with their latency.
+        STAMPED_DEPTHS_MAX queues also the publish stamp of the next message of each list
+        (STAMPED_SCRIPT, read on the server), so 200 queues cost one round trip with their latency.
 
         A wider read (a status document or a queues table of thousands of queues) counts only:
         one COUNT_SCRIPT call per COUNT_CHUNK queues, all in the same pipeline, sums the lists on
-        the server, so 10,000 queues cost one round trip and 10,000 integers, not 80,000 replies
-        and 40,000 decoded envelopes; their oldest_published_at is None (not read). A caller that
-        shows a few of them (a page of the dashboard) reads those again, with their stamps."""
-        if len(names) > STAMPED_DEPTHS_MAX:
-            return self._counts(conn, names)
-        channel = conn.default_channel
-        keys = {name: priority_lists(channel, name) for name in names}
-        pipe = client(conn).pipeline(transaction=False)
-        for name in names:
-            for key in keys[name]:
-                pipe.llen(key)
-                pipe.lindex(key, -1)
-        answers = iter(pipe.execute())
-        depths = {}
-        for name in names:
-            ready, stamps = 0, []
-            for _key in keys[name]:
-                length, next_message = next(answers), next(answers)
-                ready += length
-                if next_message is not None:
-                    stamps.append(messages.published_at(messages.decode(next_message)))
-            depths[name] = QueueDepth(ready=ready, oldest_published_at=oldest(stamps))
-        return depths
-
-    def _counts(self, conn: Connection, names: list[str]) -> dict[str, QueueDepth]:
-        """Ready counts only, summed on the server (COUNT_SCRIPT). Every queue's lists are its name
-        plus the same suffixes (kombu's _q_for_pri), read off the lists of the empty name. Equal
-        depths share one (frozen) QueueDepth: 10,000 queues make a handful of objects, not 10,000."""
+        the server, so 10,000 queues cost one round trip and one string of counts, not 80,000
+        replies and 40,000 decoded envelopes; their oldest_published_at is None (not read). A caller
+        that shows a few of them (a page of the dashboard) reads those again, with their stamps."""
+        if not names:
+            return {}
+        wide = len(names) > STAMPED_DEPTHS_MAX
+        source, chunk = (COUNT_SCRIPT, COUNT_CHUNK) if wide else (STAMPED_SCRIPT, STAMPED_CHUNK)
         channel = conn.default_channel
         prefix = channel.global_keyprefix or ""
+        # Every queue's lists are its name plus the same suffixes (kombu's _q_for_pri): those of the empty name.
         suffixes = [key[len(prefix) :] for key in priority_lists(channel, "")]
+        extra = [] if wide else [messages.PUBLISHED_AT_HEADER]
         redis = client(conn)
-        script = redis.register_script(COUNT_SCRIPT)
+        script = redis.register_script(source)
         pipe = redis.pipeline(transaction=False)
         encoded = [name.encode() for name in names]  # as redis-py sends a str (UTF-8)
-        for first in range(0, len(names), COUNT_CHUNK):
-            listed = b"".join(b"%d:%s" % (len(name), name) for name in encoded[first : first + COUNT_CHUNK])
-            script(args=[prefix, len(suffixes), *suffixes, listed], client=pipe)
-        sums = [int(n) for answer in pipe.execute() for n in answer.split(b"," if isinstance(answer, bytes) else ",")]
-        shared: dict[int, QueueDepth] = {}
-        return {
-            name: shared.get(ready) or shared.setdefault(ready, QueueDepth(ready=ready))
-            for name, ready in zip(names, sums, strict=True)
-        }
+        for first in range(0, len(names), chunk):
+            listed = b"".join(b"%d:%s" % (len(name), name) for name in encoded[first : first + chunk])
+            script(args=[prefix, len(suffixes), *suffixes, *extra, listed], client=pipe)
+        answers = [one for answer in pipe.execute() for one in _text(answer).split(",")]
+        if wide:  # equal depths share one (frozen) QueueDepth: 10,000 queues make a handful of objects
+            shared: dict[int, QueueDepth] = {}
+            counts = map(int, answers)
+            return {
+                name: shared.get(ready) or shared.setdefault(ready, QueueDepth(ready=ready))
+                for name, ready in zip(names, counts, strict=True)
+            }
+        depths = {}
+        for name, answer in zip(names, answers, strict=True):
+            ready, _, stamp = answer.partition(" ")
+            depths[name] = QueueDepth(ready=int(ready), oldest_published_at=float(stamp) if stamp else None)
+        return depths
 
     def peek(self, conn: Connection, queue: str, first: int, within: Within) -> tuple[Counter, list[bytes]]:
         return count_task_names(within(iter_messages(conn, queue)), first)
@@ -327,6 +355,10 @@ class RedisTransport(VirtualTransport):
             return False
         key = (channel.global_keyprefix or "") + channel.keyprefix_queue % (exchange,)
         return bool(client(conn).srem(key, *members))
+
+
+def _text(answer: bytes | str) -> str:
+    return answer.decode() if isinstance(answer, bytes) else answer
 
 
 def _appears_verbatim(task_name: str) -> bool:

@@ -108,6 +108,17 @@ def queue_table(
     progress under `budget`); what misses the deadline is unknown, with the reason. A status
     already read is used as is; without one it is read here, in this thread (its database part
     may need this thread's transaction). A status that found the broker down is not waited on twice."""
+    return start_queue_table(broker, status, budget).table()
+
+
+def start_queue_table(
+    broker: Broker | None = None,
+    status: "CeleryStatus | Future[CeleryStatus] | None" = None,
+    budget: Budget | None = None,
+) -> "PendingTable":
+    """queue_table() in two steps: this reads the table's database parts and starts the depth
+    read (in a thread of its own), and PendingTable.table() waits for the broker and builds the
+    table. A caller can do its own database reads in between, while Redis counts 10,000 queues."""
     broker = broker or get_broker()
     budget = budget or broker_budget()
     read_at = datetime.now(UTC)
@@ -120,45 +131,77 @@ def queue_table(
         depth_read = None  # a status that has just found the broker down saves a second wait
     else:
         depth_read = budget.start(partial(_read_depths, broker, known), "queue-depths")
-    blocked = blocked_by_queue(broker.alias)
-    results = result_counts()
-    status, late = _status_within(budget, status, broker)
-    down = None if late or status.broker_status else status.error or "The broker is unreachable."
-    loads = status.queue_loads()  # counted before the task lists were capped
-    sources = _sources(loads, paused, periodic)
-    depths, broker_error = _depths_within(budget, depth_read, down)
-    read = set(known)
-    extra = [name for name in sources if name not in read]
-    if extra and broker_error is None:  # queues only the status named (consumed, not configured)
-        more, error = _depths_within(budget, budget.start(partial(_read_depths, broker, extra), "queue-depths"), None)
-        depths.update(more)
-        if error:
-            broker_error = f"Ready counts of {', '.join(extra)} (known from the workers) were not read: {error}"
-    failed = {queue: count for (alias, queue), count in results.failed.items() if alias == broker.alias}
-    finished = {queue: count for (alias, queue), count in results.finished.items() if alias == broker.alias}
-    idle = loads.default_factory()  # the load of a queue no worker holds
-    columns = _Columns(
-        depths=depths,
-        loads=loads,
-        idle_load=(idle.claimed_count, idle.scheduled_count, idle.consumers, None),
-        blocked=blocked,
-        failed=failed,
-        finished=finished,
-        paused=paused,
-        sources=sources,
-        now=time.time(),
+    return PendingTable(
+        broker,
+        budget,
+        status,
+        read_at,
+        paused,
+        periodic,
+        known,
+        depth_read,
+        blocked_by_queue(broker.alias),
+        result_counts(),
     )
-    listed = [name for name, found in sources.items() if CONFIGURATION in found or WORKER in found]
-    shared = [name for name, found in sources.items() if CONFIGURATION not in found and WORKER not in found]
-    return QueueTable(
-        backend=broker.alias,
-        rows=QueueRows(listed, columns),
-        shared_rows=QueueRows(shared, columns),
-        broker_error=broker_error,
-        read_at=read_at,
-        results_error=results.error,
-        status=status,
-    )
+
+
+@dataclass
+class PendingTable:
+    """A queues table whose broker reads are under way (start_queue_table)."""
+
+    broker: Broker
+    budget: Budget
+    status: "CeleryStatus | Future[CeleryStatus] | None"
+    read_at: datetime
+    paused: set[str]
+    periodic: set[str]
+    known: list[str]
+    depth_read: "Future[dict[str, QueueDepth]] | None"
+    blocked: dict[str, BlockedQueue]
+    results: ResultCounts
+
+    def table(self) -> QueueTable:
+        """The table, once the broker has answered or the budget's deadline has passed."""
+        broker, budget, results = self.broker, self.budget, self.results
+        status, late = _status_within(budget, self.status, broker)
+        down = None if late or status.broker_status else status.error or "The broker is unreachable."
+        loads = status.queue_loads()  # counted before the task lists were capped
+        sources = _sources(loads, self.paused, self.periodic)
+        read = set(self.known)
+        extra = [name for name in sources if name not in read]  # consumed, not configured: known from the status
+        # Read while the first read runs (its answer decides whether this one is waited for).
+        extra_read = budget.start(partial(_read_depths, broker, extra), "queue-depths") if extra and not down else None
+        depths, broker_error = _depths_within(budget, self.depth_read, down)
+        if extra_read is not None and broker_error is None:
+            more, error = _depths_within(budget, extra_read, None)
+            depths.update(more)
+            if error:
+                broker_error = f"Ready counts of {', '.join(extra)} (known from the workers) were not read: {error}"
+        failed = {queue: count for (alias, queue), count in results.failed.items() if alias == broker.alias}
+        finished = {queue: count for (alias, queue), count in results.finished.items() if alias == broker.alias}
+        idle = loads.default_factory()  # the load of a queue no worker holds
+        columns = _Columns(
+            depths=depths,
+            loads=loads,
+            idle_load=(idle.claimed_count, idle.scheduled_count, idle.consumers, None),
+            blocked=self.blocked,
+            failed=failed,
+            finished=finished,
+            paused=self.paused,
+            sources=sources,
+            now=time.time(),
+        )
+        listed = [name for name, found in sources.items() if CONFIGURATION in found or WORKER in found]
+        shared = [name for name, found in sources.items() if CONFIGURATION not in found and WORKER not in found]
+        return QueueTable(
+            backend=broker.alias,
+            rows=QueueRows(listed, columns),
+            shared_rows=QueueRows(shared, columns),
+            broker_error=broker_error,
+            read_at=self.read_at,
+            results_error=results.error,
+            status=status,
+        )
 
 
 @dataclass(slots=True)
