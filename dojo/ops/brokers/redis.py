@@ -241,13 +241,13 @@ class RedisTransport(VirtualTransport):
         # Every queue's lists are its name plus the same suffixes (kombu's _q_for_pri): those of the empty name.
         suffixes = [key[len(prefix) :] for key in priority_lists(channel, "")]
         extra = [] if wide else [messages.PUBLISHED_AT_HEADER]
-        redis = client(conn)
-        script = redis.register_script(source)
-        pipe = redis.pipeline(transaction=False)
+        # EVAL, not a registered script: redis-py asks SCRIPT EXISTS before a pipeline of those, a
+        # second round trip; Redis keeps the compiled script by its digest either way.
+        pipe = client(conn).pipeline(transaction=False)
         encoded = [name.encode() for name in names]  # as redis-py sends a str (UTF-8)
         for first in range(0, len(names), chunk):
             listed = b"".join(b"%d:%s" % (len(name), name) for name in encoded[first : first + chunk])
-            script(args=[prefix, len(suffixes), *suffixes, *extra, listed], client=pipe)
+            pipe.eval(source, 0, prefix, len(suffixes), *suffixes, *extra, listed)
         answers = [one for answer in pipe.execute() for one in _text(answer).split(",")]
         if wide:  # equal depths share one (frozen) QueueDepth: 10,000 queues make a handful of objects
             shared: dict[int, QueueDepth] = {}

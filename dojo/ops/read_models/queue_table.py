@@ -108,17 +108,18 @@ def queue_table(
     progress under `budget`); what misses the deadline is unknown, with the reason. A status
     already read is used as is; without one it is read here, in this thread (its database part
     may need this thread's transaction). A status that found the broker down is not waited on twice."""
-    return start_queue_table(broker, status, budget).table()
+    read = status if isinstance(status, CeleryStatus) else None
+    return start_queue_table(broker, read, budget).table(status)
 
 
 def start_queue_table(
-    broker: Broker | None = None,
-    status: "CeleryStatus | Future[CeleryStatus] | None" = None,
-    budget: Budget | None = None,
+    broker: Broker | None = None, status: CeleryStatus | None = None, budget: Budget | None = None
 ) -> "PendingTable":
     """queue_table() in two steps: this reads the table's database parts and starts the depth
     read (in a thread of its own), and PendingTable.table() waits for the broker and builds the
-    table. A caller can do its own database reads in between, while Redis counts 10,000 queues."""
+    table. A caller can do its own reads in between, while Redis counts 10,000 queues: even start
+    the status read after this one, and hand it to table(). A status already read (`status`)
+    names the queues only workers consume, which are then read at once."""
     broker = broker or get_broker()
     budget = budget or broker_budget()
     read_at = datetime.now(UTC)
@@ -151,7 +152,7 @@ class PendingTable:
 
     broker: Broker
     budget: Budget
-    status: "CeleryStatus | Future[CeleryStatus] | None"
+    status: CeleryStatus | None
     read_at: datetime
     paused: set[str]
     periodic: set[str]
@@ -160,10 +161,12 @@ class PendingTable:
     blocked: dict[str, BlockedQueue]
     results: ResultCounts
 
-    def table(self) -> QueueTable:
-        """The table, once the broker has answered or the budget's deadline has passed."""
+    def table(self, status: "CeleryStatus | Future[CeleryStatus] | None" = None) -> QueueTable:
+        """The table, once the broker has answered or the budget's deadline has passed. The worker
+        columns come from `status` (a read in progress under the same budget, or one already read),
+        else from the status given to start_queue_table, else from one read here, in this thread."""
         broker, budget, results = self.broker, self.budget, self.results
-        status, late = _status_within(budget, self.status, broker)
+        status, late = _status_within(budget, self.status if status is None else status, broker)
         down = None if late or status.broker_status else status.error or "The broker is unreachable."
         loads = status.queue_loads()  # counted before the task lists were capped
         sources = _sources(loads, self.paused, self.periodic)
