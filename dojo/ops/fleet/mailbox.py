@@ -57,6 +57,9 @@ RARE_ANSWERS_MAX_WORKERS = 5000  # the remembered answers are bounded per fleet
 # most REPLY_WAIT_SECONDS per BRPOP when none is there (well within the bounded socket timeout).
 REPLY_BATCH = 500
 REPLY_WAIT_SECONDS = 0.1
+# ... and once one came, this long before the next pop, so the others of a round come in batches
+# (a pop per reply kept the broker and this process busy while the workers were still answering).
+REPLY_GATHER_SECONDS = 0.003
 
 logger = logging.getLogger(__name__)
 
@@ -376,6 +379,8 @@ def _pop_replies(
             if not popped:
                 item = client.brpop(keys, timeout=max(0.01, min(remaining, REPLY_WAIT_SECONDS)))
                 popped = [item[1]] if item else []
+                if popped:
+                    time.sleep(min(REPLY_GATHER_SECONDS, max(0.0, deadline - time.monotonic())))
             for raw in popped:
                 message = channel.message_to_python(loads(raw))
                 message.accept = content_types
