@@ -15,12 +15,12 @@ from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadReque
 from django.shortcuts import render
 from django.urls import reverse
 
+from dojo.celery_panel.task_filter_form import form_context
 from dojo.models import BulkOperation
 from dojo.ops.brokers.queues import configured_queues
-from dojo.ops.brokers.registry import configured_brokers
 from dojo.ops.controls.bulk import ACTION_PERMISSIONS, SUPPORTED_ACTIONS, progress
 from dojo.ops.controls.bulk_messages import MESSAGE_FIELDS
-from dojo.ops.read_models.task_filter import STORED_STATES, FilterError, TaskFilter
+from dojo.ops.read_models.task_filter import FILTER_FIELDS, FilterError, TaskFilter
 from dojo.permissions import TASK_DATA_HIDDEN, controls_enabled, may_control, may_see_task_data
 
 ACTION_LABELS = {
@@ -86,12 +86,10 @@ def bulk_page(request: HttpRequest) -> HttpResponse:
         "backend_name": "Bulk operations",
         "data_source": "the stored results (the preview counts them exactly) and the bulk operations' records "
         f"(the newest {OPERATIONS_SHOWN})",
-        "filter": task_filter,
+        "filter_form": form_context(task_filter.to_dict(), task_data=task_data, applies=FILTER_FIELDS),
         "filter_query": task_filter.to_query(),
         "all_asked": request.GET.get("all") in ("1", "true", "on"),
         "include_retried": request.GET.get("include_retried") in ("1", "true", "on"),
-        "states": STORED_STATES,
-        "backends": list(configured_brokers()),
         "queues": configured_queues(),
         "message_fields": ", ".join(name for name in MESSAGE_FIELDS if name != "queue"),
         "action": action,

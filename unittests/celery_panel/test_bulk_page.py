@@ -96,7 +96,7 @@ def test_the_filter_is_read_from_the_url_and_a_bad_value_is_a_400_naming_it(sett
     assert 'value="1" id="bulk-include-retried" checked>' in html and 'id="bulk-all">' in html
     assert '<input type="radio" name="action" value="revoke">' in html
     assert '<input type="radio" name="action" value="purge">' in html
-    assert '<datalist id="bulk-queues"><option value="celery">' in html, "the configured queues are offered"
+    assert '<datalist id="queue-choices"><option value="celery">' in html, "the configured queues are offered"
     shown = re.search(r'id="bulk-url-filter">([^<]*)<', html).group(1)
     assert unescape(shown) == (
         "task_name=mail.send&state=FAILURE&exception_type=smtplib.SMTPServerDisconnected"
