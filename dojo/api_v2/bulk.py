@@ -163,7 +163,6 @@ class BulkRequestSchema(OpenApiSerializerExtension):
             "properties": {"queue": {"enum": configured_queues()}},
             "not": {"anyOf": [{"required": [name]} for name in NARROWING if name not in bulk_messages.MESSAGE_FIELDS]},
         }
-        result_actions = [action for action in bulk.SUPPORTED_ACTIONS if action not in bulk.MESSAGE_ACTIONS]
         return {
             **schema,
             "allOf": [
@@ -175,7 +174,8 @@ class BulkRequestSchema(OpenApiSerializerExtension):
                 },
                 {
                     "anyOf": [
-                        {"properties": {"action": {"enum": result_actions}}},
+                        # "not enum", so the schema's enum components hold only the action field's own choices
+                        {"properties": {"action": {"not": {"enum": list(bulk.MESSAGE_ACTIONS)}}}},
                         {"required": ["filter"], "properties": {"filter": message_filter}},
                     ]
                 },
