@@ -20,7 +20,6 @@ worker's page. A revoke does not remove the message: the worker that takes it di
 
 import time
 from dataclasses import dataclass
-from datetime import datetime
 
 from django.conf import settings
 from django.utils import timezone
@@ -69,12 +68,9 @@ def match_of(task_filter: TaskFilter) -> messages.MessageMatch:
     return messages.MessageMatch(task_filter.task_name, task_filter.task_name_prefix, task_filter.args_contain)
 
 
-def _revoked_since() -> datetime:
-    return timezone.now() - revocation_window()
-
-
 def _already_revoked(backend: str, ids: list[str]) -> set[str]:
-    rows = TaskRevocation.objects.filter(backend=backend, task_id__in=ids, revoked_at__gte=_revoked_since())
+    since = timezone.now() - revocation_window()
+    rows = TaskRevocation.objects.filter(backend=backend, task_id__in=ids, revoked_at__gte=since)
     return set(rows.values_list("task_id", flat=True))
 
 
@@ -100,10 +96,10 @@ def scan(task_filter: TaskFilter, revoke: bool, sample_size: int, seconds: float
         while position is not None:
             chunk = broker.transport.message_window(conn, task_filter.queue, position, WINDOW)
             position = _after(position, chunk)
-            found = [(raw, messages.decode(raw)) for raw in chunk or () if match.matches(raw)]
-            ids = [messages.task_id(envelope) for _raw, envelope in found]
+            found = [messages.decode(raw) for raw in chunk or () if match.matches(raw)]
+            ids = [messages.task_id(envelope) for envelope in found]
             skip = _already_revoked(broker.alias, [i for i in ids if i]) if revoke else set()
-            for (_raw, envelope), task_id in zip(found, ids, strict=True):
+            for envelope, task_id in zip(found, ids, strict=True):
                 if task_id in seen or task_id in skip or (revoke and task_id is None):
                     continue
                 if task_id is not None:
