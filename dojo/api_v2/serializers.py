@@ -4,12 +4,13 @@ from django.utils import timezone
 from rest_framework import serializers
 
 from dojo.api_v2.backends import BackendField
+from dojo.api_v2.dict_serializer import DictSerializer
 from dojo.api_v2.fields import TextField
 from dojo.ops.brokers.queues import configured_queues
 from dojo.ops.read_models.task_filter import MAX_ARGS_TEXT, MAX_TEXT, FilterError, TaskFilter
 
 
-class TaskSummarySerializer(serializers.Serializer):
+class TaskSummarySerializer(DictSerializer):
     id = serializers.CharField()
     name = serializers.CharField(allow_null=True)
     args = serializers.JSONField(help_text="Positional arguments as the worker received them.")
@@ -22,7 +23,7 @@ class TaskSummarySerializer(serializers.Serializer):
 
 PoolSerializer = type(
     "PoolSerializer",
-    (serializers.Serializer,),
+    (DictSerializer,),
     {
         "max-concurrency": serializers.IntegerField(allow_null=True),
         "processes": serializers.ListField(child=serializers.IntegerField(), allow_null=True),
@@ -31,7 +32,7 @@ PoolSerializer = type(
 )
 
 
-class WorkerStatsSerializer(serializers.Serializer):
+class WorkerStatsSerializer(DictSerializer):
     total = serializers.IntegerField(help_text="Tasks this worker has accepted since it started.")
     total_by_task = serializers.DictField(child=serializers.IntegerField())
     pool = PoolSerializer()

@@ -252,7 +252,7 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["dojo.permissions.IsSuperUser"],
     "DEFAULT_SCHEMA_CLASS": "dojo.api_v2.schema.ErrorsAutoSchema",  # documents every error answer
-    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_RENDERER_CLASSES": ["dojo.api_v2.renderers.JSONRenderer"],
     # One error body for every refusal; a database that does not answer is a 503, never an HTML 500.
     "EXCEPTION_HANDLER": "dojo.api_v2.exceptions.api_exception_handler",
     "DEFAULT_THROTTLE_RATES": {

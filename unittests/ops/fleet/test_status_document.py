@@ -3,13 +3,19 @@ tasks running, one prefetched, one held with a countdown. Also the seed's consum
 
 import base64
 import json
+import pickle
 import threading
 import time
 
 import pytest
 import redis
 from django.urls import reverse
+from rest_framework.renderers import JSONRenderer as DRFJSONRenderer
+from rest_framework.serializers import Serializer
 
+from dojo.api_v2.dict_serializer import DictSerializer
+from dojo.api_v2.renderers import JSONRenderer
+from dojo.api_v2.serializers import CeleryStatusSerializer
 from dojo.ops.fleet.status import read_status
 from dojo.ops.fleet.worker_reply import INSPECT_COMMANDS
 from unittests.api_v2.test_status_and_purge import publish
@@ -71,6 +77,21 @@ def test_every_field_of_the_document(busy_worker, redis_only):
     assert body["queue"] == "celery" and body["queue_length"] == 0
     codes = {alert["code"] for alert in body["alerts"]}
     assert "worker_saturated" in codes and "no_workers" not in codes
+
+
+def test_the_fast_paths_give_drfs_document(busy_worker, monkeypatch):
+    """On a real document: the cache's pickle (replies as one orjson string) gives back an equal
+    status, the DictSerializer fields give DRF's own representation, and the orjson renderer DRF's JSON."""
+    status = read_status()
+    state = status.__getstate__()
+    assert isinstance(state["worker_replies"], bytes)
+    assert pickle.loads(pickle.dumps(status)) == status  # noqa: S301 - our own document
+
+    fast = CeleryStatusSerializer(status).data
+    monkeypatch.setattr(DictSerializer, "to_representation", Serializer.to_representation)
+    drf = CeleryStatusSerializer(status).data
+    assert fast == drf and fast["queue_details"]["active"][busy_worker["worker"]]
+    assert json.loads(JSONRenderer().render(fast)) == json.loads(DRFJSONRenderer().render(drf))
 
 
 @pytest.mark.django_db
