@@ -1,6 +1,7 @@
 """The remote-control mailbox: broadcasts to the workers that stop as soon as every live worker
 has answered, on the bounded connection given (never the app's own producer pool)."""
 
+import contextlib
 import logging
 import os
 import threading
@@ -8,7 +9,9 @@ import time
 import uuid
 from collections.abc import Callable, Collection
 from datetime import timedelta
+from typing import Any
 
+import orjson
 from django.core.cache import cache
 from django.db import DatabaseError
 from kombu import Connection, Consumer, Producer
@@ -57,9 +60,12 @@ RARE_ANSWERS_MAX_WORKERS = 5000  # the remembered answers are bounded per fleet
 # most REPLY_WAIT_SECONDS per BRPOP when none is there (well within the bounded socket timeout).
 REPLY_BATCH = 500
 REPLY_WAIT_SECONDS = 0.1
-# ... and once one came, this long before the next pop, so the others of a round come in batches
-# (a pop per reply kept the broker and this process busy while the workers were still answering).
+# ... and after a pop that did not fill a batch, this long before the next one, so a round's
+# replies come in batches (popping as they trickle in kept the broker and this process busy while
+# the workers were still answering).
 REPLY_GATHER_SECONDS = 0.003
+JSON_TYPE = "application/json"
+HUGE = 2.0**63  # orjson reads an integer literal past 64 bits as a float at least this large
 
 logger = logging.getLogger(__name__)
 
@@ -379,17 +385,52 @@ def _pop_replies(
             if not popped:
                 item = client.brpop(keys, timeout=max(0.01, min(remaining, REPLY_WAIT_SECONDS)))
                 popped = [item[1]] if item else []
-                if popped:
-                    time.sleep(min(REPLY_GATHER_SECONDS, max(0.0, deadline - time.monotonic())))
             for raw in popped:
-                message = channel.message_to_python(loads(raw))
+                message = channel.message_to_python(json_loads(raw))
                 message.accept = content_types
                 try:
-                    body = message.decode()
+                    body = _decoded(message)
                 except (ContentDisallowed, DecodeError) as exc:
                     logger.warning("Dropped a control reply that could not be decoded: %s", type(exc).__name__)
                     continue
                 on_message(body, message)
+            if popped and len(popped) < REPLY_BATCH and not complete():  # more are coming: let them gather
+                time.sleep(min(REPLY_GATHER_SECONDS, max(0.0, deadline - time.monotonic())))
+
+
+def _decoded(message: Message) -> Any:
+    """The reply's body as kombu's `message.decode()` gives it: a JSON body (the content type kombu
+    writes control replies in) read by `json_loads`, any other through kombu's serializers."""
+    if message.content_type == JSON_TYPE and message.content_encoding == "utf-8" and JSON_TYPE in message.accept:
+        return json_loads(message.body)
+    return message.decode()
+
+
+def json_loads(raw: bytes | str) -> Any:
+    """kombu's JSON reader, by orjson (a round of 1,000 workers decodes 1.7 MB: a fifth of the CPU)
+    wherever it reads the same. A text holding kombu's typed values (`"__type__"`), one orjson
+    refuses (NaN, a lone surrogate) and one with a float past 64-bit integers (orjson reads such
+    integers as floats) are read by kombu's own `loads`."""
+    data = raw.encode() if isinstance(raw, str) else raw
+    if b'"__type__"' not in data:
+        with contextlib.suppress(orjson.JSONDecodeError):
+            value = orjson.loads(data)
+            if not _has_huge_float(value):
+                return value
+    return loads(raw)
+
+
+def _has_huge_float(value: Any) -> bool:
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if type(item) is dict:
+            pending.extend(item.values())
+        elif type(item) is list:
+            pending.extend(item)
+        elif type(item) is float and not -HUGE < item < HUGE:
+            return True
+    return False
 
 
 def _remembered_expected(
