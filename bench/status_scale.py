@@ -11,7 +11,9 @@ process, 4 threads, DD_CELERY_STATUS_CACHE_SECONDS=60):
 - the document: bytes of the API's JSON answer and of the pickled CeleryStatus (what the cache
   stores), and the web process's RSS (VmRSS of the gunicorn worker) after the reads;
 - from this process, on the same fleet: ``app.control.ping(limit=N)`` and
-  ``app.control.inspect(limit=N).stats()`` (Celery client, timeout 10 s, stops at N replies);
+  ``app.control.inspect(limit=N).stats()`` (Celery client, timeout 10 s, stops at N replies), and
+  with ``--dojo-fraction 1`` Celery's own ``broadcast("dojo_status", limit=N)``: the same replies
+  the status read drains, so the floor the simulator's reply rate sets for it;
 - in process (``read_status()`` called here, Django set up against the same broker): p50 and where
   its time goes (bound_workers, queue depths, publish, drain, describe), the number of replies a
   round drains, and pickling/caching the document.
@@ -68,6 +70,7 @@ class Figures:
     ping: Series
     stats: Series
     in_process: Series
+    status_broadcast: Series = field(default_factory=lambda: Series(""))
     json_bytes: int = 0
     pickle_bytes: int = 0
     pickle_ms: float = math.nan
@@ -169,9 +172,15 @@ def start_fleet(started: Started, broker: str, workers: int, fraction: float, wo
     raise TimeoutError(f"the fleet simulator was not ready in 120 s:\n{tail(log)}")
 
 
-def client_series(broker: str, workers: int, count: int) -> tuple[Series, Series]:
+def client_series(broker: str, workers: int, count: int, all_speak: bool) -> tuple[Series, Series, Series]:
+    """ping, stats and, when every simulated worker speaks it, Celery's own broadcast of dojo_status
+    (the same replies the status read drains: the floor the simulator sets for it)."""
     client = Celery("bench-client", broker=broker)
     try:
+
+        def status_broadcast() -> tuple[bool, str]:
+            replies = client.control.broadcast("dojo_status", reply=True, timeout=CLIENT_TIMEOUT, limit=workers) or []
+            return (len(replies) == workers, f"{len(replies)} replies")
 
         def ping() -> tuple[bool, str]:
             replies = client.control.ping(timeout=CLIENT_TIMEOUT, limit=workers) or []
@@ -185,6 +194,9 @@ def client_series(broker: str, workers: int, count: int) -> tuple[Series, Series
         return (
             timed(f"control.ping(limit={workers})", ping, count, count * 12.0),
             timed(f"inspect(limit={workers}).stats()", stats, count, count * 12.0),
+            timed(f"broadcast(dojo_status, limit={workers})", status_broadcast, count, count * 12.0)
+            if all_speak
+            else Series(""),
         )
     finally:
         client.close()
@@ -371,7 +383,9 @@ def run_size(workers: int, requests: int, fraction: float, broker_timeout: float
         finally:
             client.close()
         figures.rss_after_kb = rss_kb(web_pid)
-        figures.ping, figures.stats = client_series(broker, workers, max(5, requests // 2))
+        figures.ping, figures.stats, figures.status_broadcast = client_series(
+            broker, workers, max(5, requests // 2), fraction >= 1.0
+        )
         measure_in_process(figures, env, max(5, requests // 2))
         return figures
     finally:
@@ -384,7 +398,9 @@ def report(all_figures: list[Figures]) -> bool:
         print()
         print(f"== {fig.workers} simulated workers ==")
         print(f"{'measure':<40} {'n':>4} {'fail':>4} {'p50 ms':>9} {'p95 ms':>9} {'max ms':>9}")
-        for series in (fig.uncached, fig.cached, fig.in_process, fig.ping, fig.stats):
+        for series in (fig.uncached, fig.cached, fig.in_process, fig.ping, fig.stats, fig.status_broadcast):
+            if not series.name:
+                continue
             print(
                 f"{series.name:<40} {len(series.times_ms):>4} {series.failures:>4} {series.percentile(50):>9.1f} "
                 f"{series.percentile(95):>9.1f} {series.percentile(100):>9.1f}"
@@ -412,6 +428,12 @@ def report(all_figures: list[Figures]) -> bool:
             f"ratio p50 uncached status / ping(limit=N): {ratio_ping:.2f}x; "
             f"/ inspect().stats(limit=N): {ratio_stats:.2f}x"
         )
+        if fig.status_broadcast.times_ms:
+            print(
+                f"ratio p50 uncached status / broadcast(dojo_status): "
+                f"{fig.uncached.percentile(50) / fig.status_broadcast.percentile(50):.2f}x; "
+                f"in process {fig.in_process.percentile(50) / fig.status_broadcast.percentile(50):.2f}x"
+            )
         ok = ratio_ping <= TARGET_RATIO and not fig.uncached.failures
         met = met and ok
         print(
