@@ -50,7 +50,7 @@ def test_every_operation_answers_as_the_schema_says(live_server, redis_only, sha
             "--max-examples",
             str(MAX_EXAMPLES),
             "--workers",
-            "1",
+            "2",
             "--no-color",
         ],
         capture_output=True,
