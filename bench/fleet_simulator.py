@@ -75,7 +75,7 @@ logger = logging.getLogger("fleet_simulator")
 
 HEARTBEAT_SECONDS = 2.0  # Celery's default worker heartbeat
 DRAIN_SECONDS = 0.5  # each group's drain wakes at least this often to see a stop
-STATUS_REPLY_SECONDS = 1.0  # how long a node keeps the dojo_status reply it built (see SimulatedWorker.dojo_status)
+STATUS_REPLY_SECONDS = 30.0  # how long a node keeps the dojo_status reply it built (see SimulatedWorker.dojo_status)
 TASK_NAMES = ("sim.add", "sim.sleep", "sim.report", "sim.resize_image", "sim.send_mail", "sim.sync_account")
 EXTRA_QUEUES = ("images", "mail", "reports")
 
@@ -178,10 +178,11 @@ class SimulatedWorker:
     def dojo_status(self) -> dict[str, Any]:
         """What dojo/worker/commands.py's dojo_status answers: describe_worker of the six answers.
 
-        Built at most once every STATUS_REPLY_SECONDS per node (and again after its queues change):
-        in a fleet each worker builds its own reply at the same time as the others, while this one
-        process would build them all in turn (about 175 us each), bounding every reader by the
-        simulator's own CPU rather than the reader's cost."""
+        Built when the fleet starts, then at most once every STATUS_REPLY_SECONDS per node (its
+        uptime and rusage that old) and again after its queues change: in a fleet each worker
+        builds its own reply on its own CPU at the same time as the others, while this one process
+        would build them all in turn (about 175 us each), bounding every reader by the simulator's
+        own CPU rather than the reader's cost, and a read within a second of another by less."""
         now = time.monotonic()
         if self.status_reply is None or now - self.status_reply[0] >= STATUS_REPLY_SECONDS:
             answers = {command: self.answer(command) for command in INSPECT_COMMANDS}
@@ -518,6 +519,9 @@ class FleetSimulator:
         started = time.monotonic()
         box = celery_mailbox(self.broker_url)
         workers = [self.workers[name] for name in self.names]
+        for worker in workers:
+            if worker.speaks_status:
+                worker.dojo_status()
         try:
             for first in range(0, len(workers), self.per_connection):
                 self.groups.append(_Group(self.broker_url, box, workers[first : first + self.per_connection]))

@@ -26,6 +26,7 @@ from dojo.api_v2.serializers import (
 )
 from dojo.api_v2.throttling import ScopedRateThrottle
 from dojo.ops.fleet.status_cache import get_status
+from dojo.ops.gc_pause import gc_paused
 from dojo.ops.observe.history import snapshots_since
 from dojo.ops.read_models.task_search import TaskQuery, find_tasks
 
@@ -59,7 +60,9 @@ class CeleryStatusView(APIView):
         params = StatusQuerySerializer(data=query_of(request))
         params.is_valid(raise_exception=True)
         query = params.validated_data
-        return Response(CeleryStatusSerializer(get_status(refresh=query["refresh"], broker=query.get("backend"))).data)
+        with gc_paused():
+            document = CeleryStatusSerializer(get_status(refresh=query["refresh"], broker=query.get("backend"))).data
+        return Response(document)
 
 
 class CeleryTaskSearchView(APIView):

@@ -3,10 +3,13 @@ its own kombu pidbox node bound to celery.pidbox, half of them announcing dojo_s
 No mocks: the read goes through the real broker to nodes that answer in Celery's shapes.
 """
 
+import base64
+import json
 import sys
 import time
 
 import pytest
+import redis
 from django.core.cache import cache
 
 from dojo.ops.brokers.connection import broker_connection
@@ -68,3 +71,42 @@ def test_read_status_describes_every_simulated_worker(fleet):
         assert worker.commands.get(STATUS_COMMAND, 0) == (1 if worker.speaks_status else 0), name
         assert worker.commands["stats"] == (1 if worker.speaks_status else 2), name
         assert worker.unknown_commands == {}, name
+
+
+def _published_status_commands(redis_url: str, read) -> list[dict]:
+    """The dojo_status commands `read()` publishes, as every worker's subscription receives them."""
+    client = redis.Redis.from_url(redis_url)
+    pubsub = client.pubsub()
+    pubsub.psubscribe("/*celery.pidbox*")
+    while pubsub.get_message(timeout=0.5) is not None:  # the subscribe confirmation
+        pass
+    read()
+    commands = []
+    while (message := pubsub.get_message(timeout=0.5)) is not None:
+        if message["type"] == "pmessage":
+            body = json.loads(base64.b64decode(json.loads(message["data"])["body"]))
+            if body["method"] == STATUS_COMMAND:
+                commands.append({**body, "bytes": len(message["data"])})
+    pubsub.close()
+    client.close()
+    return commands
+
+
+@pytest.mark.django_db
+def test_a_fleet_that_all_speaks_dojo_status_gets_it_without_a_destination_list(redis_only, settings):
+    """The destination list names every worker and Redis copies it to each of them: when every
+    bound worker is sent dojo_status it goes without one, and each node answers it once. Once a
+    node is silent, the others are named again."""
+    settings.CELERY_BROKER_TIMEOUT = BROKER_BOUND
+    with FleetSimulator(redis_only.url, workers=WORKERS, dojo_fraction=1.0, per_connection=20) as fleet:
+        read_status()  # learns the speakers
+
+        (command,) = _published_status_commands(redis_only.url, read_status)
+        assert command["destination"] is None and command["bytes"] < 1000, command
+        assert all(worker.commands[STATUS_COMMAND] == 1 for worker in fleet.workers.values())
+
+        silent = fleet.names[0]
+        fleet.silence(silent)
+        assert read_status().worker_names == fleet.names[1:]  # waited for it, then left it out
+        (command,) = _published_status_commands(redis_only.url, read_status)
+        assert command["destination"] == fleet.names[1:]

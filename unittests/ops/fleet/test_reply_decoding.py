@@ -49,8 +49,16 @@ def test_json_values_read_as_kombu_reads_them(value):
         {"args": [2**64, -(2**63) - 1, 2**70, 2**63 - 1]},
         {"args": [float("nan"), float("inf"), -float("inf")]},
         {"text": "\ud800 lone"},
+        {"id": "12345678901234567890123", "ratio": 0.00012345678901234567, "under": [2**63 - 1, -(2**63)]},
     ],
-    ids=["datetime and uuid", "decimal and date", "huge integers", "nan and infinities", "lone surrogate"],
+    ids=[
+        "datetime and uuid",
+        "decimal and date",
+        "huge integers",
+        "nan and infinities",
+        "lone surrogate",
+        "long digit runs that fit",
+    ],
 )
 def test_what_orjson_would_read_otherwise_is_kombus(value):
     text = dumps(value)
