@@ -23,10 +23,10 @@ from dojo.api_v2.serializers import (
     StatusQuerySerializer,
     TaskSearchQuerySerializer,
     TaskSearchSerializer,
+    status_document,
 )
 from dojo.api_v2.throttling import ScopedRateThrottle
 from dojo.ops.fleet.status_cache import get_status
-from dojo.ops.gc_pause import gc_paused
 from dojo.ops.observe.history import snapshots_since
 from dojo.ops.read_models.task_search import TaskQuery, find_tasks
 
@@ -60,9 +60,7 @@ class CeleryStatusView(APIView):
         params = StatusQuerySerializer(data=query_of(request))
         params.is_valid(raise_exception=True)
         query = params.validated_data
-        with gc_paused():
-            document = CeleryStatusSerializer(get_status(refresh=query["refresh"], broker=query.get("backend"))).data
-        return Response(document)
+        return Response(status_document(get_status(refresh=query["refresh"], broker=query.get("backend"))))
 
 
 class CeleryTaskSearchView(APIView):

@@ -4,7 +4,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 from rest_framework.renderers import JSONRenderer
 
-from dojo.api_v2.serializers import CeleryStatusSerializer
+from dojo.api_v2.serializers import status_document
 from dojo.api_v2.views import CELERY_DISABLED
 from dojo.ops.durations import duration_words
 from dojo.ops.fleet.status import CeleryStatus
@@ -35,7 +35,7 @@ class Command(BaseCommand):
         status = get_status(refresh=refresh) if settings.CELERY_ENABLED else None
         result = readiness(status, min_workers)
         if json:
-            document = CeleryStatusSerializer(status).data if status else CELERY_DISABLED
+            document = status_document(status) if status else CELERY_DISABLED
             self.stdout.write(JSONRenderer().render(document, renderer_context={"indent": 2}).decode())
             if not result.ready:  # stdout stays parseable; the reason goes to stderr
                 self.stderr.write(f"Not ready: {'; '.join(result.reasons)}")

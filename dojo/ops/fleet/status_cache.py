@@ -44,7 +44,6 @@ from dojo.ops.fleet.alerts import DETECTIONS_UNAVAILABLE, compute_alerts, detect
 from dojo.ops.fleet.detections import detect
 from dojo.ops.fleet.seen_workers import record_seen
 from dojo.ops.fleet.status import Alert, CeleryStatus, StatusSummary, read_status
-from dojo.ops.gc_pause import gc_paused
 from dojo.ops.redaction import mask_url, redact
 
 logger = logging.getLogger(__name__)
@@ -67,11 +66,6 @@ def read_bound() -> float:
 def get_status(refresh: bool = False, broker: Broker | None = None) -> CeleryStatus:
     """The cached status of `broker` (the main one if None), or a fresh one when the
     cache has none or `refresh` is set (then one read that began after this call)."""
-    with gc_paused():  # the replies or the cached document: many objects, no cycles
-        return _get_status(refresh, broker)
-
-
-def _get_status(refresh: bool, broker: Broker | None) -> CeleryStatus:
     asked_at = time.time()
     broker = broker or get_broker()
     if settings.CELERY_STATUS_CACHE_SECONDS <= 0:
