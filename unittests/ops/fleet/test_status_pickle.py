@@ -7,6 +7,7 @@ import pickle
 import pytest
 
 from dojo.ops.fleet.status import CeleryStatus, QueueState
+from dojo.ops.fleet.status_cache import _PickledOnce
 
 REPLY = {
     "stats": {"pid": 12, "pool": {"max-concurrency": 2, "processes": [1, 2]}, "rusage": {"utime": 0.5}},
@@ -41,3 +42,14 @@ def test_replies_orjson_would_change_are_pickled_as_they_are(odd):
     status = _status({"w@h": {**REPLY, "stats": {**REPLY["stats"], "odd": odd}}})
     assert not isinstance(status.__getstate__()["worker_replies"], bytes)
     assert pickle.loads(pickle.dumps(status)) == status  # noqa: S301 - our own document
+
+
+def test_a_document_pickled_once_for_several_keys_comes_back_as_itself(settings):
+    """_PickledOnce: the cache stores the bytes of one pickle; what it gives back is the document."""
+    from django.core.cache import cache
+
+    status = _status({"w1@h": REPLY})
+    cache.set_many({"a": _PickledOnce(status), "b": _PickledOnce(status)})
+    for key in ("a", "b"):
+        copy = cache.get(key)
+        assert isinstance(copy, CeleryStatus) and copy == status and copy.worker_replies == status.worker_replies
