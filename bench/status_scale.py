@@ -313,8 +313,15 @@ IN_PROCESS_FIELDS = (
 
 
 def broadcast_bytes(figures: Figures, broker_url: str, read: Callable[[], object]) -> None:
-    """The control messages one read publishes on Redis, counted by a subscriber of the pidbox
-    fanout topic: Redis sends each of them to every worker's subscription."""
+    """The control messages one read publishes on Redis: Redis sends each of them to every
+    worker's subscription."""
+    messages = published_control_messages(broker_url, read)
+    figures.broadcasts_per_round, figures.broadcast_bytes_per_round = len(messages), sum(map(len, messages))
+
+
+def published_control_messages(broker_url: str, read: Callable[[], object]) -> list[bytes]:
+    """The control messages (kombu envelopes) `read()` publishes on Redis, as a subscriber of the
+    pidbox fanout topic receives them."""
     import redis
 
     client = redis.Redis.from_url(broker_url)
@@ -323,13 +330,13 @@ def broadcast_bytes(figures: Figures, broker_url: str, read: Callable[[], object
     while pubsub.get_message(timeout=0.5) is not None:  # the subscribe confirmation
         pass
     read()
-    count = size = 0
+    messages = []
     while (message := pubsub.get_message(timeout=0.5)) is not None:
         if message["type"] == "pmessage":
-            count, size = count + 1, size + len(message["data"])
+            messages.append(message["data"])
     pubsub.close()
     client.close()
-    figures.broadcasts_per_round, figures.broadcast_bytes_per_round = count, size
+    return messages
 
 
 def measure_in_process(figures: Figures, env: dict[str, str], count: int) -> None:

@@ -9,7 +9,6 @@ import sys
 import time
 
 import pytest
-import redis
 from django.core.cache import cache
 
 from dojo.ops.brokers.connection import broker_connection
@@ -20,6 +19,7 @@ from unittests.conftest import ROOT
 
 sys.path.insert(0, str(ROOT / "bench"))  # bench/ is not a package
 from fleet_simulator import FleetSimulator
+from status_scale import published_control_messages
 
 WORKERS = 50
 BROKER_BOUND = 2.0
@@ -75,20 +75,11 @@ def test_read_status_describes_every_simulated_worker(fleet):
 
 def _published_status_commands(redis_url: str, read) -> list[dict]:
     """The dojo_status commands `read()` publishes, as every worker's subscription receives them."""
-    client = redis.Redis.from_url(redis_url)
-    pubsub = client.pubsub()
-    pubsub.psubscribe("/*celery.pidbox*")
-    while pubsub.get_message(timeout=0.5) is not None:  # the subscribe confirmation
-        pass
-    read()
     commands = []
-    while (message := pubsub.get_message(timeout=0.5)) is not None:
-        if message["type"] == "pmessage":
-            body = json.loads(base64.b64decode(json.loads(message["data"])["body"]))
-            if body["method"] == STATUS_COMMAND:
-                commands.append({**body, "bytes": len(message["data"])})
-    pubsub.close()
-    client.close()
+    for data in published_control_messages(redis_url, read):
+        body = json.loads(base64.b64decode(json.loads(data)["body"]))
+        if body["method"] == STATUS_COMMAND:
+            commands.append({**body, "bytes": len(data)})
     return commands
 
 
