@@ -237,9 +237,9 @@ def _round(
     remembered: dict[str, dict] | None = None,
     status_to_all: bool = False,
 ) -> tuple[dict[str, dict], dict[str, dict]]:
-    """Publish dojo_status to `status_to` (with no destination when `status_to_all`: they are every
-    worker) and the built-in commands to `inspect_to` (None: to every
-    worker; RARE_COMMANDS only to `rare_to`, the others' answers taken from `remembered`), then
+    """Publish dojo_status to `status_to` (with no destination when `status_to_all`: they are all
+    the workers) and the built-in commands to `inspect_to` (None: to every worker; RARE_COMMANDS
+    only to `rare_to`, the others' answers taken from `remembered`), then
     drain the replies until every addressed worker answered every command it was sent, or
     `deadline`. Each worker's answer is described (worker_reply.describe_worker), with
     `speaks_status` saying whether its answer came from, or its stats announce, dojo_status.
