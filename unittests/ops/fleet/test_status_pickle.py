@@ -5,6 +5,7 @@ import datetime
 import pickle
 
 import pytest
+from django.core.cache import cache
 
 from dojo.ops.fleet.status import CeleryStatus, QueueState
 from dojo.ops.fleet.status_cache import _PickledOnce
@@ -44,12 +45,11 @@ def test_replies_orjson_would_change_are_pickled_as_they_are(odd):
     assert pickle.loads(pickle.dumps(status)) == status  # noqa: S301 - our own document
 
 
-def test_a_document_pickled_once_for_several_keys_comes_back_as_itself(settings):
+def test_a_document_pickled_once_for_several_keys_comes_back_as_itself():
     """_PickledOnce: the cache stores the bytes of one pickle; what it gives back is the document."""
-    from django.core.cache import cache
-
     status = _status({"w1@h": REPLY})
-    cache.set_many({"a": _PickledOnce(status), "b": _PickledOnce(status)})
+    pickled = _PickledOnce(status)
+    cache.set_many({"a": pickled, "b": pickled})
     for key in ("a", "b"):
         copy = cache.get(key)
         assert isinstance(copy, CeleryStatus) and copy == status and copy.worker_replies == status.worker_replies
